@@ -17,10 +17,13 @@ static void gemm_rows(const float *restrict a, const float *restrict b, float *r
         for (int64_t j = 0; j < n; j++) {
             const float *restrict bj = b + j * k;
             float acc = 0.0f;
+            /* simd reduction lets gcc reorder the sum into vector lanes without -ffast-math */
             if (trans_a) {
+#pragma omp simd reduction(+ : acc)
                 for (int64_t p = 0; p < k; p++) acc += a[p * m + i] * bj[p];
             } else {
                 const float *restrict ai = a + i * k;
+#pragma omp simd reduction(+ : acc)
                 for (int64_t p = 0; p < k; p++) acc += ai[p] * bj[p];
             }
             ci[j] = acc;
