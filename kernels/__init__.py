@@ -7,3 +7,15 @@ device arrays go to ``cuda``.
 """
 from kernels._dispatch import BACKENDS, backends, default_backend, use_backend
 from kernels.linear import linear, linear_backward, matmul
+from kernels.dropout import dropout, dropout_backward
+from kernels.activation import (
+    elu, elu_backward, gelu, gelu_backward, leaky_relu, leaky_relu_backward, log_softmax,
+    log_softmax_backward, relu, relu_backward, selu, selu_backward, sigmoid, sigmoid_backward,
+    softmax, softmax_backward, tanh, tanh_backward,
+)
+from kernels.loss import (
+    binary_cross_entropy, binary_cross_entropy_backward, binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_backward, cross_entropy, cross_entropy_backward, l1_loss,
+    l1_loss_backward, mse_loss, mse_loss_backward,
+)
+from kernels.optim import adagrad_step, adam_step, adamw_step, rmsprop_step, sgd_step

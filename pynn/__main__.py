@@ -1,0 +1,4 @@
+"""``python -m pynn``: the command line."""
+from pynn.cli import main
+
+raise SystemExit(main())

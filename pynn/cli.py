@@ -1,0 +1,206 @@
+"""Command line: ``pynn train``, ``pynn eval MODEL_DIR`` and ``pynn predict MODEL_DIR FILE``.
+
+Training uses full Fashion-MNIST when it is found (``--data-dir``, ``$PYNN_DATA``,
+/usr/share/datasets/fashion-mnist) and otherwise the 10,000 images shipped in the package;
+every command prints which data it used. All kernels run on the backend named by ``--backend``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import kernels
+from pynn import optim
+from pynn.datasets import FASHION_MNIST_CLASSES, load_default, read_idx
+from pynn.layers import Dropout, Flatten, Linear, ReLU
+from pynn.losses import CrossEntropyLoss
+from pynn.metrics import accuracy, classification_report, confusion_matrix
+from pynn.module import Sequential
+from pynn.random import manual_seed
+from pynn.serialization import load, save
+from pynn.training import Callback, fit, predict
+
+OPTIMIZERS = {
+    "sgd": optim.SGD,
+    "adam": optim.Adam,
+    "adamw": optim.AdamW,
+    "rmsprop": optim.RMSprop,
+    "adagrad": optim.Adagrad,
+}
+
+
+def mlp() -> Sequential:
+    """784-256-128-10 with ReLU and Dropout(0.2) after each hidden layer."""
+    return Sequential(
+        Flatten(),
+        Linear(784, 256), ReLU(), Dropout(0.2),
+        Linear(256, 128), ReLU(), Dropout(0.2),
+        Linear(128, 10),
+    )
+
+
+MODELS = {"mlp": mlp}
+
+
+class _EpochReport(Callback):
+    """Adds the test accuracy to each epoch's logs and prints one line per epoch."""
+
+    def __init__(self, x_test, y_test):
+        self.x_test, self.y_test = x_test, y_test
+
+    def on_epoch_end(self, epoch, logs, model):
+        logs["test_accuracy"] = accuracy(self.y_test, predict(model, self.x_test))
+        tqdm.write(
+            f"epoch {epoch}: train loss {logs['train_loss']:.4f}, val accuracy {logs['val_accuracy']:.4f}, "
+            f"test accuracy {logs['test_accuracy']:.4f}, {logs['seconds']:.1f} s, "
+            f"{logs['samples_per_s']:,.0f} samples/s"
+        )
+        return False
+
+
+def _train(args) -> int:
+    data = load_default(args.data_dir)
+    x_train, y_train = data["x_train"], data["y_train"]
+    if args.limit is not None:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    print(f"data: {data['source']}")
+    if args.limit is not None:
+        print(f"training on the first {len(y_train):,} training images (--limit)")
+    print(f"backend: {args.backend}")
+    manual_seed(args.seed)
+    model = MODELS[args.model]()
+    optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr)
+    history = fit(
+        model, CrossEntropyLoss(), optimizer, (x_train, y_train), (data["x_val"], data["y_val"]),
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, progress=args.progress,
+        callbacks=[_EpochReport(data["x_test"], data["y_test"])],
+    )
+    out = Path(args.out)
+    save(model, out)
+    final = history.epochs[-1]["test_accuracy"]
+    metrics = {
+        "dataset": data["source"],
+        "backend": args.backend,
+        "seed": args.seed,
+        "model": args.model,
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "train_samples": len(y_train),
+        "epochs": history.epochs,
+        "test_accuracy": final,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    written = ", ".join(str(out / name) for name in ("model.safetensors", "model.json", "metrics.json"))
+    print(f"test accuracy {final:.4f}; wrote {written}")
+    return 0
+
+
+def _eval(args) -> int:
+    model = load(args.model_dir)
+    data = load_default(args.data_dir)
+    x, y = data["x_test"], data["y_test"]
+    pred = predict(model, x).argmax(axis=1)
+    print(f"data: {data['source']}")
+    print(f"backend: {args.backend}")
+    print(f"test accuracy: {accuracy(y, pred):.4f} ({len(y):,} images)\n")
+    print(classification_report(y, pred, FASHION_MNIST_CLASSES))
+    print("\nconfusion matrix (rows: true class, columns: predicted class)")
+    cm = confusion_matrix(y, pred, len(FASHION_MNIST_CLASSES))
+    print("\n".join(" ".join(f"{v:5d}" for v in row) + f"  {i} {name}"
+                    for i, (row, name) in enumerate(zip(cm, FASHION_MNIST_CLASSES))))
+    return 0
+
+
+def read_images(path) -> np.ndarray:
+    """Images for ``predict`` from an IDX or ``.npy`` file (told apart by their magic bytes).
+
+    Accepts (N, 28, 28), (N, 784) or (N, 1, 28, 28); uint8 is scaled by 1/255, floats are taken
+    as they are. Returns float32 (N, 1, 28, 28). Raises ValueError for another shape or dtype.
+    """
+    with open(path, "rb") as f:
+        is_npy = f.read(6) == b"\x93NUMPY"
+    images = np.load(path, allow_pickle=False) if is_npy else read_idx(path)
+    shape_ok = (
+        images.ndim == 2 and images.shape[1:] == (784,)
+        or images.ndim == 3 and images.shape[1:] == (28, 28)
+        or images.ndim == 4 and images.shape[1:] == (1, 28, 28)
+    ) and images.shape[0] > 0
+    if shape_ok and images.dtype == np.uint8:
+        return (images.astype(np.float32) / np.float32(255)).reshape(-1, 1, 28, 28)
+    if shape_ok and images.dtype.kind == "f":
+        return images.astype(np.float32).reshape(-1, 1, 28, 28)
+    raise ValueError(
+        f"{path}: expected uint8 or float images of shape (N, 28, 28), (N, 784) or (N, 1, 28, 28) "
+        f"with N >= 1, got {images.dtype} {images.shape}"
+    )
+
+
+def _predict(args) -> int:
+    model = load(args.model_dir)
+    for k in predict(model, read_images(args.file)).argmax(axis=1):
+        print(f"{k}\t{FASHION_MNIST_CLASSES[k]}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--backend", default="numba", choices=kernels.BACKENDS,
+                        help="kernel implementation to run on (default: numba)")
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files; only this folder is "
+                      "searched, and the embedded 10,000 images are used when it lacks them")
+    parser = argparse.ArgumentParser(prog="pynn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", parents=[common, data], help="train a classifier on Fashion-MNIST")
+    train.add_argument("--model", default="mlp", choices=sorted(MODELS))
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
+    train.add_argument("--limit", type=int, metavar="N",
+                       help="train on the first N training images only (quick smoke runs)")
+    train.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    train.set_defaults(run=_train)
+
+    ev = sub.add_parser("eval", parents=[common, data],
+                        help="accuracy, per-class scores and confusion matrix on the test split")
+    ev.add_argument("model_dir")
+    ev.set_defaults(run=_eval)
+
+    pr = sub.add_parser("predict", parents=[common], help="classify the images of an IDX or .npy file")
+    pr.add_argument("model_dir")
+    pr.add_argument("file")
+    pr.set_defaults(run=_predict)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (errors in the inputs give 1, bad usage 2)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    usable = kernels.backends()
+    if args.backend not in usable:
+        parser.error(f"backend {args.backend!r} is not usable here; usable backends: {', '.join(usable)}")
+    if args.command == "train" and args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be a positive integer, got {args.limit}")
+    try:
+        with kernels.use_backend(args.backend):
+            return args.run(args)
+    except BrokenPipeError:
+        # The reader went away (``pynn predict ... | head``): silence the final flush as
+        # https://docs.python.org/3/library/signal.html#note-on-sigpipe advises.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (OSError, ValueError, FloatingPointError) as exc:
+        print(f"pynn: error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,348 @@
+"""Parameters, the Module base class, Sequential, and rebuilding modules from their config.
+
+Backpropagation is explicit, as in classic NumPy networks (and unlike PyTorch's autograd):
+``forward(x)`` computes the output and keeps what the backward pass needs; ``backward(g)``
+takes the gradient of the loss with respect to that output and returns the gradient with
+respect to the input, ADDING the gradients of the module's parameters into each
+``Parameter.grad`` in place (so a flat optimizer buffer behind ``grad`` stays valid).
+
+Names, keys and semantics follow ``torch.nn.Module``: ``state_dict()`` keys are dotted paths
+such as ``"0.weight"``, so a PyTorch ``state_dict`` of the same architecture loads directly.
+``config()`` describes a module as JSON-able data (its type name, constructor kwargs and, for
+containers, its children); ``from_config`` rebuilds it from the registry of module types
+filled by ``register``.
+"""
+from __future__ import annotations
+
+import inspect
+import types
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Parameter:
+    """A trainable array: ``data`` and its gradient ``grad`` (same shape and dtype, zeros at first).
+
+    ``data`` is copied into a new C-contiguous array of ``dtype`` (float32 by default; float64
+    is meant for gradient checks on the numpy backend). An optimizer may rebind ``data`` and
+    ``grad`` to views of its flat buffers; code that updates them must write in place.
+    """
+
+    def __init__(self, data, dtype=np.float32):
+        self.data = np.array(data, dtype=dtype, order="C")
+        self.grad = np.zeros_like(self.data)
+
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: make a Module subclass rebuildable by name with ``from_config``.
+
+    Raises ValueError when another class already holds the name (re-registering the same
+    class, e.g. after re-running a notebook cell, is allowed).
+    """
+    old = _REGISTRY.get(cls.__name__)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"module type name {cls.__name__!r} is already registered by {old.__module__}")
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+class Module:
+    """Base class of layers and containers.
+
+    Subclasses call ``super().__init__()`` first, then assign Parameters and sub-Modules as
+    attributes (registered in assignment order) and arrays that are state but not trained with
+    ``register_buffer``. They implement ``forward`` and ``backward``, and list the attribute
+    names that are their constructor kwargs in ``_hyper`` so ``config()`` can describe them.
+    """
+
+    _hyper: tuple[str, ...] = ()
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        self.training = True
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"call Module.__init__() before assigning {name!r}")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        elif name in self._buffers:
+            self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, array) -> None:
+        """Add an array that belongs in ``state_dict`` but is not trained (running statistics)."""
+        self._buffers[name] = None
+        setattr(self, name, np.array(array, order="C"))
+
+    # --- computation -------------------------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, grad_output):
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _saved(self, name: str):
+        """What ``forward`` kept for ``backward``; RuntimeError when forward has not run."""
+        value = self.__dict__.get(name)
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return value
+
+    # --- traversal ---------------------------------------------------------------------------
+    def named_modules(self, prefix: str = ""):
+        """Yield ``(dotted name, module)`` for this module and every descendant, each once."""
+        seen = set()
+        stack = [(prefix, self)]
+        while stack:
+            name, mod = stack.pop()
+            if id(mod) in seen:
+                continue
+            seen.add(id(mod))
+            yield name, mod
+            kids = [(f"{name}.{k}" if name else k, m) for k, m in mod._modules.items()]
+            stack.extend(reversed(kids))
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def named_children(self):
+        return iter(self._modules.items())
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def _named(self, registry: str):
+        seen = set()
+        for prefix, mod in self.named_modules():
+            for name, value in getattr(mod, registry).items():
+                if value is not None and id(value) not in seen:
+                    seen.add(id(value))
+                    yield (f"{prefix}.{name}" if prefix else name), value
+
+    def named_parameters(self):
+        """Yield ``(dotted name, Parameter)``, PyTorch's order, shared parameters once."""
+        return self._named("_parameters")
+
+    def parameters(self):
+        return (p for _, p in self.named_parameters())
+
+    def named_buffers(self):
+        return self._named("_buffers")
+
+    def buffers(self):
+        return (b for _, b in self.named_buffers())
+
+    # --- modes and gradients -----------------------------------------------------------------
+    def train(self, mode: bool = True):
+        """Set training mode (Dropout active) on this module and its descendants; returns self."""
+        for m in self.modules():
+            m.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        """Set every parameter's gradient to zero, in place."""
+        for p in self.parameters():
+            p.grad.fill(0)
+
+    def to(self, dtype):
+        """Convert parameters (zeroing their gradients) and buffers to ``dtype``; returns self.
+
+        Rebinds the arrays: call it before building an optimizer over the parameters.
+        """
+        for p in self.parameters():
+            p.data = np.ascontiguousarray(p.data, dtype=dtype)
+            p.grad = np.zeros_like(p.data)
+        for mod in self.modules():
+            for name, b in list(mod._buffers.items()):
+                setattr(mod, name, np.ascontiguousarray(b, dtype=dtype))
+        return self
+
+    # --- state -------------------------------------------------------------------------------
+    def _named_arrays(self):
+        yield from ((n, p.data) for n, p in self.named_parameters())
+        yield from self.named_buffers()
+
+    def state_dict(self) -> OrderedDict:
+        """Copies of every parameter and buffer array, keyed by dotted name (``"0.weight"``)."""
+        return OrderedDict((name, a.copy()) for name, a in self._named_arrays())
+
+    def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
+        """Copy arrays from ``state_dict`` INTO the existing parameters and buffers.
+
+        Values may be anything ``numpy.asarray`` accepts (PyTorch CPU tensors included) and are
+        cast to each array's dtype. Arrays are written with ``a[...] = value``, never rebound,
+        so optimizer buffers stay valid. Nothing is written unless every check passes.
+
+        Raises ValueError naming the missing and unexpected keys (with ``strict``) and every key
+        whose shape differs (always); TypeError for a non-numeric value. Returns the
+        ``(missing_keys, unexpected_keys)`` named tuple.
+        """
+        own = OrderedDict(self._named_arrays())
+        values = {k: np.asarray(v) for k, v in state_dict.items()}
+        missing = [k for k in own if k not in values]
+        unexpected = [k for k in values if k not in own]
+        for k, v in values.items():
+            if v.dtype.kind not in "biuf":
+                raise TypeError(f"state_dict[{k!r}] must be numeric, got dtype {v.dtype}")
+        problems = [f"{k}: expected shape {own[k].shape}, got {values[k].shape}"
+                    for k in own if k in values and own[k].shape != values[k].shape]
+        if strict:
+            problems += [f"missing keys: {', '.join(missing)}"] if missing else []
+            problems += [f"unexpected keys: {', '.join(unexpected)}"] if unexpected else []
+        if problems:
+            raise ValueError(f"cannot load state_dict into {type(self).__name__}: " + "; ".join(problems))
+        for k, a in own.items():
+            if k in values:
+                a[...] = values[k]
+        return IncompatibleKeys(missing, unexpected)
+
+    # --- description -------------------------------------------------------------------------
+    def _kwargs(self) -> dict:
+        return {k: getattr(self, k) for k in self._hyper}
+
+    def config(self) -> dict:
+        """JSON-able description: ``{"type": name, "kwargs": {...}}`` plus ``"children"`` for containers."""
+        return {"type": type(self).__name__, "kwargs": self._kwargs()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._kwargs().items())
+        kids = "".join(f"\n  ({k}): " + repr(m).replace("\n", "\n  ") for k, m in self._modules.items())
+        return f"{type(self).__name__}({args}{kids}{chr(10) if kids else ''})"
+
+
+@register
+class Sequential(Module):
+    """Modules applied in order; children are named ``"0"``, ``"1"``, ... as in PyTorch.
+
+    Supports ``len``, iteration, integer indexing and slicing (a new Sequential sharing the
+    modules). ``backward`` runs the children's backward passes in reverse order.
+    """
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, module: Module) -> "Sequential":
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential takes Modules, got {type(module).__name__}")
+        setattr(self, str(len(self._modules)), module)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        mods = list(self._modules.values())
+        return Sequential(*mods[index]) if isinstance(index, slice) else mods[index]
+
+    def forward(self, x):
+        for m in self:
+            x = m(x)
+        return x
+
+    def backward(self, grad_output):
+        for m in reversed(list(self)):
+            grad_output = m.backward(grad_output)
+        return grad_output
+
+    def config(self) -> dict:
+        return {**super().config(), "children": [m.config() for m in self]}
+
+
+_JSON_TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,), type(None): (type(None),)}
+
+
+def _accepts(annotation, value) -> bool:
+    """Whether a JSON value fits a constructor annotation (unannotated parameters take anything)."""
+    if annotation is inspect.Parameter.empty:
+        return True
+    options = annotation.__args__ if isinstance(annotation, types.UnionType) else (annotation,)
+    for t in options:
+        allowed = _JSON_TYPES.get(t)
+        if allowed is None or (isinstance(value, allowed) and (t is bool or not isinstance(value, bool))):
+            return True
+    return False
+
+
+def validate_config(cfg, path: str = "model") -> None:
+    """Check a whole config tree against the registry without building anything.
+
+    Checks each node's keys, that its type is registered, that its kwargs name constructor
+    parameters with values of the annotated types, that required ones are present, and that
+    children appear only on containers. Raises ValueError naming the node's path.
+    """
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: a module config must be an object, got {type(cfg).__name__}")
+    extra = set(cfg) - {"type", "kwargs", "children"}
+    if extra:
+        raise ValueError(f"{path}: unknown config keys {sorted(extra)}")
+    cls = _REGISTRY.get(cfg.get("type")) if isinstance(cfg.get("type"), str) else None
+    if cls is None:
+        raise ValueError(f"{path}: unknown module type {cfg.get('type')!r}; known: {', '.join(sorted(_REGISTRY))}")
+    kwargs = cfg.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{path} ({cls.__name__}): kwargs must be an object, got {type(kwargs).__name__}")
+    params = inspect.signature(cls, eval_str=True).parameters
+    named = {k: p for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    for k, v in kwargs.items():
+        if k not in named:
+            raise ValueError(f"{path} ({cls.__name__}): unknown argument {k!r}; expected {sorted(named)}")
+        if not _accepts(named[k].annotation, v):
+            raise ValueError(f"{path} ({cls.__name__}): {k}={v!r} does not match its type {named[k].annotation}")
+    required = [k for k, p in named.items() if p.default is p.empty and k not in kwargs]
+    if required:
+        raise ValueError(f"{path} ({cls.__name__}): missing argument(s) {required}")
+    children = cfg.get("children")
+    if children is not None:
+        if not any(p.kind == p.VAR_POSITIONAL for p in params.values()):
+            raise ValueError(f"{path} ({cls.__name__}): this module type takes no children")
+        if not isinstance(children, list):
+            raise ValueError(f"{path} ({cls.__name__}): children must be a list")
+        for i, child in enumerate(children):
+            validate_config(child, f"{path}.{i}")
+
+
+def _build(cfg, path):
+    children = [_build(c, f"{path}.{i}") for i, c in enumerate(cfg.get("children", ()))]
+    try:
+        return _REGISTRY[cfg["type"]](*children, **cfg.get("kwargs", {}))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path} ({cfg['type']}): {exc}") from exc
+
+
+def from_config(cfg) -> Module:
+    """Build a module from ``config()`` output: the whole tree is validated first
+    (``validate_config``), so a bad node raises ValueError before any array is allocated.
+    Values out of a constructor's range raise ValueError (naming the node) while building."""
+    validate_config(cfg)
+    return _build(cfg, "model")
