@@ -3,6 +3,13 @@
 Run: ``python -m pytest benchmarks --benchmark-group-by=group`` (every backend of one op and
 shape lands in one group, so pytest-benchmark prints them side by side with ratios).
 """
+import os
+
+# Numba's parallel kernels, the C kernels and PyTorch each bring an OpenMP runtime whose idle
+# threads spin by default; on two cores a spinning pool from one contender slowed the next one
+# measured in the same run by up to 3.5x. Passive waiting lets side-by-side timings be fair.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pytest
 
