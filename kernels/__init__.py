@@ -19,3 +19,9 @@ from kernels.loss import (
     l1_loss_backward, mse_loss, mse_loss_backward,
 )
 from kernels.optim import adagrad_step, adam_step, adamw_step, rmsprop_step, sgd_step
+from kernels.norm import batch_norm, batch_norm_backward
+from kernels.conv import conv2d, conv2d_backward
+from kernels.pool import (
+    adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d, avg_pool2d_backward, max_pool2d,
+    max_pool2d_backward,
+)

@@ -18,13 +18,13 @@ from tqdm import tqdm
 import kernels
 from pynn import optim
 from pynn.datasets import FASHION_MNIST_CLASSES, load_default, read_idx
-from pynn.layers import Dropout, Flatten, Linear, ReLU
 from pynn.losses import CrossEntropyLoss
 from pynn.metrics import accuracy, classification_report, confusion_matrix
-from pynn.module import Sequential
+from pynn.models import MODELS
 from pynn.random import manual_seed
 from pynn.serialization import load, save
 from pynn.training import Callback, fit, predict
+from pynn.transforms import Compose, RandomCrop, RandomHorizontalFlip
 
 OPTIMIZERS = {
     "sgd": optim.SGD,
@@ -33,19 +33,6 @@ OPTIMIZERS = {
     "rmsprop": optim.RMSprop,
     "adagrad": optim.Adagrad,
 }
-
-
-def mlp() -> Sequential:
-    """784-256-128-10 with ReLU and Dropout(0.2) after each hidden layer."""
-    return Sequential(
-        Flatten(),
-        Linear(784, 256), ReLU(), Dropout(0.2),
-        Linear(256, 128), ReLU(), Dropout(0.2),
-        Linear(128, 10),
-    )
-
-
-MODELS = {"mlp": mlp}
 
 
 class _EpochReport(Callback):
@@ -64,6 +51,13 @@ class _EpochReport(Callback):
         return False
 
 
+def _augmentation(seed: int) -> Compose:
+    """``--augment``: a random horizontal flip, then a random 28x28 crop of the image padded
+    with 2 zeros on each side, both drawn from one generator seeded with ``seed``."""
+    rng = np.random.default_rng(seed)
+    return Compose([RandomHorizontalFlip(rng=rng), RandomCrop(28, padding=2, rng=rng)])
+
+
 def _train(args) -> int:
     data = load_default(args.data_dir)
     x_train, y_train = data["x_train"], data["y_train"]
@@ -73,6 +67,8 @@ def _train(args) -> int:
     if args.limit is not None:
         print(f"training on the first {len(y_train):,} training images (--limit)")
     print(f"backend: {args.backend}")
+    if args.augment:
+        print("augmentation: random horizontal flip, random 28x28 crop with padding 2")
     manual_seed(args.seed)
     model = MODELS[args.model]()
     optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr)
@@ -80,6 +76,7 @@ def _train(args) -> int:
         model, CrossEntropyLoss(), optimizer, (x_train, y_train), (data["x_val"], data["y_val"]),
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, progress=args.progress,
         callbacks=[_EpochReport(data["x_test"], data["y_test"])],
+        transform=_augmentation(args.seed) if args.augment else None,
     )
     out = Path(args.out)
     save(model, out)
@@ -89,6 +86,7 @@ def _train(args) -> int:
         "backend": args.backend,
         "seed": args.seed,
         "model": args.model,
+        "augment": args.augment,
         "optimizer": args.optimizer,
         "lr": args.lr,
         "batch_size": args.batch_size,
@@ -160,12 +158,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", parents=[common, data], help="train a classifier on Fashion-MNIST")
-    train.add_argument("--model", default="mlp", choices=sorted(MODELS))
+    train.add_argument("--model", default="mlp", choices=list(MODELS),
+                       help="mlp: 784-256-128-10; cnn: two conv+pool layers, 128-10; "
+                       "resnet: a small ResNet with batch norm (default: mlp)")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--augment", action="store_true",
+                       help="random horizontal flips and random crops with padding 2, seeded by --seed")
     train.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
     train.add_argument("--limit", type=int, metavar="N",
                        help="train on the first N training images only (quick smoke runs)")

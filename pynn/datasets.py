@@ -236,12 +236,16 @@ class DataLoader:
     With ``shuffle`` each pass draws a fresh permutation from ``(seed, epoch)``, where ``epoch``
     counts the passes started so far: the same seed gives the same batches epoch by epoch, and
     every sample appears once per epoch (the last batch is smaller unless ``drop_last``).
-    Batches are C-contiguous, as the kernels require.
+    Batches are C-contiguous, as the kernels require. ``transform``, a callable such as a
+    ``pynn.transforms.Compose``, is applied to each batch of inputs (augmentation; labels are
+    left alone).
 
-    Raises ValueError when x and y differ in length, are empty, or ``batch_size`` < 1.
+    Raises ValueError when x and y differ in length, are empty, or ``batch_size`` < 1, and
+    TypeError when ``transform`` is not callable.
     """
 
-    def __init__(self, x, y, batch_size: int = 64, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+    def __init__(self, x, y, batch_size: int = 64, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+                 transform=None):
         x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
         if len(x) != len(y):
             raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
@@ -249,7 +253,9 @@ class DataLoader:
             raise ValueError("x and y are empty")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.x, self.y = x, y
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable, got {type(transform).__name__}")
+        self.x, self.y, self.transform = x, y, transform
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.epoch = 0
 
@@ -258,6 +264,10 @@ class DataLoader:
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self):
+        batches = self._batches()
+        return batches if self.transform is None else ((self.transform(xb), yb) for xb, yb in batches)
+
+    def _batches(self):
         n, b = len(self.x), self.batch_size
         order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else None
         self.epoch += 1

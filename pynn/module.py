@@ -171,7 +171,8 @@ class Module:
             p.grad.fill(0)
 
     def to(self, dtype):
-        """Convert parameters (zeroing their gradients) and buffers to ``dtype``; returns self.
+        """Convert parameters (zeroing their gradients) and floating-point buffers to ``dtype``;
+        integer buffers (``num_batches_tracked``) keep their dtype, as in PyTorch. Returns self.
 
         Rebinds the arrays: call it before building an optimizer over the parameters.
         """
@@ -180,7 +181,8 @@ class Module:
             p.grad = np.zeros_like(p.data)
         for mod in self.modules():
             for name, b in list(mod._buffers.items()):
-                setattr(mod, name, np.ascontiguousarray(b, dtype=dtype))
+                if b.dtype.kind == "f":
+                    setattr(mod, name, np.array(b, dtype=dtype, order="C"))
         return self
 
     # --- state -------------------------------------------------------------------------------

@@ -169,23 +169,27 @@ def _train_epoch(model, loss_fn, optimizer, loader, epoch: int, epochs: int,
 
 
 def fit(model, loss, optimizer, train_data, val_data=None, epochs: int = 10, batch_size: int = 64,
-        callbacks=(), scheduler=None, seed: int = 0, progress: bool = True) -> History:
+        callbacks=(), scheduler=None, seed: int = 0, progress: bool = True, transform=None) -> History:
     """Train ``model`` for up to ``epochs`` epochs and return the ``History``.
 
     train_data: a ``DataLoader``, or an ``(x, y)`` pair batched with ``batch_size`` and shuffled
-    with ``seed`` (the same seed gives the same batches). val_data: an optional ``(x, y)`` pair
-    evaluated after every epoch in eval mode (``val_loss``, ``val_accuracy``). ``scheduler``
-    steps after every epoch; ``callbacks`` are ``Callback`` objects, and training stops early
-    when one returns True. ``progress`` shows a tqdm bar per epoch with the running loss and
-    samples per second.
+    with ``seed`` (the same seed gives the same batches), each input batch passed through
+    ``transform`` when given (augmentation, e.g. a ``pynn.transforms.Compose``). val_data: an
+    optional ``(x, y)`` pair evaluated after every epoch in eval mode (``val_loss``,
+    ``val_accuracy``). ``scheduler`` steps after every epoch; ``callbacks`` are ``Callback``
+    objects, and training stops early when one returns True. ``progress`` shows a tqdm bar per
+    epoch with the running loss and samples per second.
 
     Raises FloatingPointError naming the epoch and step when the loss becomes NaN or infinite,
-    and ValueError for ``epochs`` < 1.
+    and ValueError for ``epochs`` < 1 or for a ``transform`` given with a DataLoader (give it
+    to the DataLoader instead).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if isinstance(train_data, DataLoader) and transform is not None:
+        raise ValueError("fit got a DataLoader and a transform; pass the transform to the DataLoader")
     loader = train_data if isinstance(train_data, DataLoader) else DataLoader(
-        *train_data, batch_size, shuffle=True, seed=seed)
+        *train_data, batch_size, shuffle=True, seed=seed, transform=transform)
     history = History()
     for cb in callbacks:
         cb.on_train_begin(model)

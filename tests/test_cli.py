@@ -118,9 +118,33 @@ def test_user_errors_are_reported(trained, tmp_path, monkeypatch, capsys):
     assert "backend 'c' is not usable here; usable backends: numpy" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("model", ["cnn", "resnet"])
+def test_conv_models_train_eval_and_predict(model, tmp_path, monkeypatch):
+    empty, out = tmp_path / "empty", tmp_path / model
+    empty.mkdir()
+    stdout = _capture(monkeypatch, ["train", "--model", model, "--augment", "--epochs", "1", "--limit", "256",
+                                    "--data-dir", str(empty), "--out", str(out), "--backend", "numpy",
+                                    "--no-progress"])
+    assert "augmentation: random horizontal flip, random 28x28 crop with padding 2" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == model and metrics["augment"] is True and metrics["train_samples"] == 256
+    layers = json.loads((out / "model.json").read_text())["model"]["children"]
+    assert layers[0]["type"] == "Conv2d"
+    # The saved model (batch-norm statistics included) scores exactly what the run reported.
+    stdout = _capture(monkeypatch, ["eval", str(out), "--data-dir", str(empty), "--backend", "numpy"])
+    assert f"test accuracy: {metrics['test_accuracy']:.4f} (2,000 images)" in stdout
+    x, _ = datasets.embedded_fashion_mnist_test()
+    np.save(tmp_path / "images.npy", x[:3])
+    stdout = _capture(monkeypatch, ["predict", str(out), str(tmp_path / "images.npy"), "--backend", "numpy"])
+    with kernels.use_backend("numpy"):
+        want = predict(load(out), x[:3]).argmax(axis=1)
+    assert stdout.splitlines() == [f"{k}\t{datasets.FASHION_MNIST_CLASSES[k]}" for k in want]
+
+
 def test_python_dash_m_runs():
     done = subprocess.run([sys.executable, "-m", "pynn", "train", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--limit N" in done.stdout and "--backend" in done.stdout
+    assert "{mlp,cnn,resnet}" in done.stdout and "--augment" in done.stdout
 
 
 @pytest.mark.slow
