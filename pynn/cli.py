@@ -22,6 +22,7 @@ from pynn.losses import CrossEntropyLoss
 from pynn.metrics import accuracy, classification_report, confusion_matrix
 from pynn.models import MODELS
 from pynn.random import manual_seed
+from pynn.schedulers import CosineAnnealingLR
 from pynn.serialization import load, save
 from pynn.training import Callback, fit, predict
 from pynn.transforms import Compose, RandomCrop, RandomHorizontalFlip
@@ -72,11 +73,12 @@ def _train(args) -> int:
     manual_seed(args.seed)
     model = MODELS[args.model]()
     optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr)
+    scheduler = CosineAnnealingLR(optimizer, T_max=args.epochs) if args.schedule == "cosine" else None
     history = fit(
         model, CrossEntropyLoss(), optimizer, (x_train, y_train), (data["x_val"], data["y_val"]),
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, progress=args.progress,
         callbacks=[_EpochReport(data["x_test"], data["y_test"])],
-        transform=_augmentation(args.seed) if args.augment else None,
+        transform=_augmentation(args.seed) if args.augment else None, scheduler=scheduler,
     )
     out = Path(args.out)
     save(model, out)
@@ -89,6 +91,7 @@ def _train(args) -> int:
         "augment": args.augment,
         "optimizer": args.optimizer,
         "lr": args.lr,
+        "schedule": args.schedule,
         "batch_size": args.batch_size,
         "train_samples": len(y_train),
         "epochs": history.epochs,
@@ -164,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--schedule", default="constant", choices=("constant", "cosine"),
+                       help="learning rate per epoch: constant, or cosine annealing from --lr to 0 "
+                       "over --epochs (Loshchilov & Hutter 2017)")
     train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--augment", action="store_true",

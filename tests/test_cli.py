@@ -155,3 +155,16 @@ def test_one_epoch_on_full_data(tmp_path, monkeypatch):
     assert f"data: Fashion-MNIST from {FULL}" in stdout and "backend: numba" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_samples"] == 55000 and metrics["test_accuracy"] > 0.8
+
+
+def test_cosine_schedule_anneals_the_learning_rate(run, tmp_path, monkeypatch):
+    empty, _, args = run
+    out = tmp_path / "cosine"
+    args = list(args)
+    args[args.index("--epochs") + 1] = "3"
+    args[args.index("--out") + 1] = str(out)
+    _capture(monkeypatch, args + ["--schedule", "cosine", "--limit", "128"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    lrs = [e["lr"] for e in metrics["epochs"]]
+    assert metrics["schedule"] == "cosine"
+    np.testing.assert_allclose(lrs, [1e-3, 1e-3 * 0.75, 1e-3 * 0.25], rtol=1e-12)
