@@ -1,6 +1,7 @@
-"""One Fashion-MNIST training epoch of the MLP 784-256-128-10 (ReLU, dropout 0.2, Adam lr 1e-3,
-batch 64), side by side in one run: pynn on each CPU backend, PyTorch CPU, and a plain NumPy
-implementation of the same recipe. Full data when installed, else the embedded 10,000 images."""
+"""One Fashion-MNIST training epoch side by side in one run, full data when installed, else the
+embedded 10,000 images: the MLP 784-256-128-10 (ReLU, dropout 0.2, Adam lr 1e-3, batch 64) in pynn
+on each CPU backend, PyTorch CPU and plain NumPy; and the CNN of ``pynn.models.cnn`` in pynn
+(numba) and PyTorch."""
 import numpy as np
 import pytest
 
@@ -125,3 +126,46 @@ def test_mlp_epoch(benchmark, data, impl):
         epoch = _pynn_epoch(data, impl.split("-", 1)[1])
     record(benchmark, "MLP training epoch", flops=6.0 * len(data[0]) * (784 * 256 + 256 * 128 + 128 * 10))
     benchmark.pedantic(epoch, rounds=3, warmup_rounds=1)
+
+
+def _torch_cnn():
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10),
+    )
+
+
+@pytest.mark.parametrize("impl", ["pynn-numba"] + (["torch"] if torch is not None else []))
+def test_cnn_epoch(benchmark, data, impl):
+    x, y = data[0].reshape(-1, 1, 28, 28), data[1]
+    if impl == "torch":
+        torch.manual_seed(0)
+        model = _torch_cnn()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+        def epoch():
+            for idx in _batches(len(x), 0):
+                idx = torch.from_numpy(idx)
+                loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    else:
+        pynn.manual_seed(0)
+        model = pynn.models.cnn()
+        loss_fn = pynn.CrossEntropyLoss()
+        opt = pynn.Adam(model.parameters(), lr=1e-3)
+
+        def epoch():
+            with kernels.use_backend("numba"):
+                for idx in _batches(len(x), 0):
+                    loss_fn(model(x[idx]), y[idx])
+                    opt.zero_grad()
+                    model.backward(loss_fn.backward())
+                    opt.step()
+
+    benchmark.group = "CNN training epoch"
+    benchmark.pedantic(epoch, rounds=2, warmup_rounds=0)

@@ -45,8 +45,9 @@ class _EpochReport(Callback):
     def on_epoch_end(self, epoch, logs, model):
         logs["test_accuracy"] = accuracy(self.y_test, predict(model, self.x_test))
         tqdm.write(
-            f"epoch {epoch}: train loss {logs['train_loss']:.4f}, val accuracy {logs['val_accuracy']:.4f}, "
-            f"test accuracy {logs['test_accuracy']:.4f}, {logs['seconds']:.1f} s, "
+            f"epoch {epoch}: train loss {logs['train_loss']:.4f}, "
+            + (f"val accuracy {logs['val_accuracy']:.4f}, " if "val_accuracy" in logs else "")
+            + f"test accuracy {logs['test_accuracy']:.4f}, {logs['seconds']:.1f} s, "
             f"{logs['samples_per_s']:,.0f} samples/s"
         )
         return False
@@ -60,8 +61,9 @@ def _augmentation(seed: int) -> Compose:
 
 
 def _train(args) -> int:
-    data = load_default(args.data_dir)
+    data = load_default(args.data_dir, val_size=args.val_size)
     x_train, y_train = data["x_train"], data["y_train"]
+    val = (data["x_val"], data["y_val"]) if len(data["y_val"]) else None
     if args.limit is not None:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     print(f"data: {data['source']}")
@@ -75,7 +77,7 @@ def _train(args) -> int:
     optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr)
     scheduler = CosineAnnealingLR(optimizer, T_max=args.epochs) if args.schedule == "cosine" else None
     history = fit(
-        model, CrossEntropyLoss(), optimizer, (x_train, y_train), (data["x_val"], data["y_val"]),
+        model, CrossEntropyLoss(), optimizer, (x_train, y_train), val,
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, progress=args.progress,
         callbacks=[_EpochReport(data["x_test"], data["y_test"])],
         transform=_augmentation(args.seed) if args.augment else None, scheduler=scheduler,
@@ -93,6 +95,7 @@ def _train(args) -> int:
         "lr": args.lr,
         "schedule": args.schedule,
         "batch_size": args.batch_size,
+        "val_size": len(data["y_val"]),
         "train_samples": len(y_train),
         "epochs": history.epochs,
         "test_accuracy": final,
@@ -170,6 +173,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--schedule", default="constant", choices=("constant", "cosine"),
                        help="learning rate per epoch: constant, or cosine annealing from --lr to 0 "
                        "over --epochs (Loshchilov & Hutter 2017)")
+    train.add_argument("--val-size", type=int, default=5000, metavar="N",
+                       help="full-data training images held out for validation (default 5000; 0 "
+                       "trains on all 60,000 without validation)")
     train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--augment", action="store_true",

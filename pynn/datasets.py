@@ -196,7 +196,8 @@ def load_default(directory=None, *, val_size: int = 5000, seed: int = 0) -> dict
     division depends on ``seed`` only, not on the training seed, so that ``pynn eval`` sees the
     same test images the training run did.
 
-    Raises ValueError for a malformed file or a ``val_size`` outside [1, 59,999], and
+    ``val_size`` 0 trains on all of the full training split and leaves the validation arrays
+    empty. Raises ValueError for a malformed file or a ``val_size`` outside [0, 59,999], and
     NotADirectoryError when ``directory`` is not a folder.
     """
     try:
@@ -216,8 +217,8 @@ def load_default(directory=None, *, val_size: int = 5000, seed: int = 0) -> dict
             ),
         }
     (x, y), n = train, len(train[1])
-    if not 0 < val_size < n:
-        raise ValueError(f"val_size must lie in [1, {n - 1}], got {val_size}")
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size must lie in [0, {n - 1}], got {val_size}")
     train_idx, val_idx = _holdout(n, val_size, seed)
     return {
         "x_train": x[train_idx], "y_train": y[train_idx],

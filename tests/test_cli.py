@@ -163,8 +163,19 @@ def test_cosine_schedule_anneals_the_learning_rate(run, tmp_path, monkeypatch):
     args = list(args)
     args[args.index("--epochs") + 1] = "3"
     args[args.index("--out") + 1] = str(out)
-    _capture(monkeypatch, args + ["--schedule", "cosine", "--limit", "128"])
+    stdout = _capture(monkeypatch, args + ["--schedule", "cosine", "--limit", "128"])
+    assert "val accuracy" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     lrs = [e["lr"] for e in metrics["epochs"]]
     assert metrics["schedule"] == "cosine"
     np.testing.assert_allclose(lrs, [1e-3, 1e-3 * 0.75, 1e-3 * 0.25], rtol=1e-12)
+
+
+@pytest.mark.skipif(not FULL.is_dir(), reason="full Fashion-MNIST not installed")
+def test_val_size_zero_trains_without_validation(tmp_path, monkeypatch):
+    out = tmp_path / "noval"
+    stdout = _capture(monkeypatch, ["train", "--epochs", "1", "--limit", "256", "--val-size", "0",
+                                    "--backend", "numpy", "--out", str(out), "--no-progress"])
+    assert "val accuracy" not in stdout and "test accuracy" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_size"] == 0 and "val_accuracy" not in metrics["epochs"][0]

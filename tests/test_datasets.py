@@ -134,6 +134,10 @@ def test_load_default_uses_full_data_with_seeded_validation():
     assert data["source"].startswith(f"Fashion-MNIST from {FULL}")
     with pytest.raises(ValueError, match="val_size"):
         load_default(val_size=60000)
+    with pytest.raises(ValueError, match="val_size"):
+        load_default(val_size=-1)
+    everything = load_default(val_size=0)
+    assert [len(everything[k]) for k in ("y_train", "y_val")] == [60000, 0]
 
 
 def batches(loader):
