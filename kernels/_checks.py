@@ -108,3 +108,21 @@ def choice(value, name: str, options):
     if value not in options:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {value!r}")
     return value
+
+
+def is_int(v) -> bool:
+    """True for a Python or NumPy integer, not a bool."""
+    return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def int_pair(value, name: str, low: int) -> tuple[int, int]:
+    """An int or a pair of ints, each >= ``low``, as an (h, w) pair of ints.
+
+    Raises TypeError for anything else and ValueError for a value below ``low``.
+    """
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(is_int(v) for v in pair):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    return int(pair[0]), int(pair[1])

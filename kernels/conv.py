@@ -17,11 +17,9 @@ Backends receive checked arrays and the hyper-parameters as the plain ints of ``
 """
 from __future__ import annotations
 
-import numbers
 from functools import partial
 from typing import NamedTuple
 
-import numpy as np
 
 from kernels import _checks as ck
 from kernels._dispatch import implementation, resolve
@@ -62,28 +60,15 @@ def gemm_pays(c_per_group: int, kh: int, kw: int, out_per_group: int) -> bool:
     return c_per_group * kh * kw >= 32 and out_per_group >= 8
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _pair(value, name: str, low: int) -> tuple[int, int]:
-    """An int or a pair of ints, each >= low, as an (h, w) pair."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(_is_int(v) for v in pair):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
 
 def _check(x, weight, stride, padding, dilation, groups, be):
     """Check x, weight and the hyper-parameters together; return them with (H_out, W_out)."""
     weight = ck.float_array(weight, "weight", be, ndim=4)
     x = ck.float_array(x, "x", be, ndim=4, dtype=weight.dtype)
-    sh, sw = _pair(stride, "stride", 1)
-    ph, pw = _pair(padding, "padding", 0)
-    dh, dw = _pair(dilation, "dilation", 1)
-    if not _is_int(groups):
+    sh, sw = ck.int_pair(stride, "stride", 1)
+    ph, pw = ck.int_pair(padding, "padding", 0)
+    dh, dw = ck.int_pair(dilation, "dilation", 1)
+    if not ck.is_int(groups):
         raise TypeError(f"groups must be an int, got {groups!r}")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")

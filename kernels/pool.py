@@ -12,7 +12,6 @@ this module checks and normalises the arguments once and reshapes the results ba
 """
 from __future__ import annotations
 
-import numbers
 from functools import partial
 from typing import NamedTuple
 
@@ -41,19 +40,6 @@ class Window(NamedTuple):
     pw: int
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _pair(value, name: str, low: int) -> tuple[int, int]:
-    """An int or a pair of ints, each >= low, as an (h, w) pair."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(_is_int(v) for v in pair):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
 
 def _window(kernel_size, stride=None, padding=0) -> Window:
     """Check and normalise pooling hyper-parameters; ``stride=None`` means ``kernel_size``.
@@ -62,9 +48,9 @@ def _window(kernel_size, stride=None, padding=0) -> Window:
     stride below 1, a negative padding, or a padding above half the kernel (PyTorch's rule: a
     window must always hold at least one input cell).
     """
-    kh, kw = _pair(kernel_size, "kernel_size", 1)
-    sh, sw = (kh, kw) if stride is None else _pair(stride, "stride", 1)
-    ph, pw = _pair(padding, "padding", 0)
+    kh, kw = ck.int_pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else ck.int_pair(stride, "stride", 1)
+    ph, pw = ck.int_pair(padding, "padding", 0)
     if ph > kh // 2 or pw > kw // 2:
         raise ValueError(
             f"padding must be at most half of kernel_size, got padding={(ph, pw)} for kernel_size={(kh, kw)}"
@@ -84,7 +70,7 @@ def _checked_out_size(win: Window, h: int, w: int, name: str, shape) -> tuple[in
 
 def _input_shape(input_shape) -> tuple[int, int, int, int]:
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
-    if shape is None or len(shape) != 4 or not all(_is_int(v) for v in shape):
+    if shape is None or len(shape) != 4 or not all(ck.is_int(v) for v in shape):
         raise TypeError(f"input_shape must be a 4-tuple of ints (N, C, H, W), got {input_shape!r}")
     if min(shape) < 1:
         raise ValueError(f"input_shape must hold positive sizes, got {shape}")
@@ -206,7 +192,7 @@ def avg_pool2d_backward(
 
 
 def _global(output_size):
-    if _pair(output_size, "output_size", 1) != (1, 1):
+    if ck.int_pair(output_size, "output_size", 1) != (1, 1):
         raise ValueError(
             f"output_size must be 1 or (1, 1): only global average pooling is supported, got {output_size!r}"
         )

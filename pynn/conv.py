@@ -13,24 +13,14 @@ ValueError at construction; a bad input raises in the kernels, naming the argume
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 import kernels
+from kernels._checks import int_pair
 from pynn import init
 from pynn.layers import _size
 from pynn.module import Module, Parameter, register
-
-
-def _pair(value, name: str, low: int) -> tuple[int, int]:
-    """An int or a 2-sequence of ints, each >= ``low``, as a tuple of two ints."""
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in values):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(values) < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-    return int(values[0]), int(values[1])
 
 
 @register
@@ -57,10 +47,10 @@ class Conv2d(Module):
         super().__init__()
         self.in_channels = _size(in_channels, "in_channels")
         self.out_channels = _size(out_channels, "out_channels")
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
-        self.dilation = _pair(dilation, "dilation", 1)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
+        self.stride = int_pair(stride, "stride", 1)
+        self.padding = int_pair(padding, "padding", 0)
+        self.dilation = int_pair(dilation, "dilation", 1)
         self.groups = _size(groups, "groups")
         for name in ("in_channels", "out_channels"):
             if getattr(self, name) % self.groups:
@@ -105,9 +95,9 @@ class _Pool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", 1)
+        self.padding = int_pair(padding, "padding", 0)
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(f"padding {self.padding} must be at most half of kernel_size {self.kernel_size}")
 
@@ -176,7 +166,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size: int | tuple[int, int]):
         super().__init__()
-        self.output_size = _pair(output_size, "output_size", 1)
+        self.output_size = int_pair(output_size, "output_size", 1)
         if self.output_size != (1, 1):
             raise ValueError(f"AdaptiveAvgPool2d supports output_size 1 or (1, 1) only, got {output_size!r}")
 

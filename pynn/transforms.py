@@ -15,7 +15,6 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from kernels import _checks as ck
-from pynn.conv import _pair
 from pynn.random import draw_seed
 
 
@@ -67,8 +66,8 @@ class RandomCrop:
     """
 
     def __init__(self, size, padding=0, rng=None):
-        self.size = _pair(size, "size", 1)
-        self.padding = _pair(padding, "padding", 0)
+        self.size = ck.int_pair(size, "size", 1)
+        self.padding = ck.int_pair(padding, "padding", 0)
         self.rng = _generator(rng)
 
     def __call__(self, x):
