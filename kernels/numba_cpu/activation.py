@@ -9,10 +9,11 @@ import math
 import numpy as np
 from numba import njit, prange
 
-_SQRT_HALF = np.float32(math.sqrt(0.5))
-_INV_SQRT_2PI = np.float32(1.0 / math.sqrt(2.0 * math.pi))
-_TANH_K = np.float32(math.sqrt(2.0 / math.pi))
-_TANH_C = np.float32(0.044715)
+from kernels.reference import activation as ref
+
+_SQRT_HALF, _INV_SQRT_2PI, _TANH_K, _TANH_C = (
+    np.float32(v) for v in (ref.SQRT_HALF, ref.INV_SQRT_2PI, ref.TANH_K, ref.TANH_C)
+)
 _HALF = np.float32(0.5)
 _ONE = np.float32(1.0)
 _THREE = np.float32(3.0)

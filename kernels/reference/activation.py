@@ -9,10 +9,11 @@ import math
 import numpy as np
 
 _erf = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf: math.erf per element, in double
-_SQRT_HALF = math.sqrt(0.5)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_TANH_K = math.sqrt(2.0 / math.pi)
-_TANH_C = 0.044715
+# GELU's constants (Hendrycks & Gimpel 2016); the compiled backends take float32 copies.
+SQRT_HALF = math.sqrt(0.5)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+TANH_K = math.sqrt(2.0 / math.pi)
+TANH_C = 0.044715
 
 
 def leaky_relu(x, negative_slope):
@@ -33,11 +34,11 @@ def elu_backward(g, x, alpha, scale):
 
 
 def _normal_cdf(x):
-    return (0.5 * (1.0 + _erf(x * _SQRT_HALF))).astype(x.dtype)
+    return (0.5 * (1.0 + _erf(x * SQRT_HALF))).astype(x.dtype)
 
 
 def _tanh_inner(x):
-    return np.tanh(_TANH_K * (x + _TANH_C * x * x * x))
+    return np.tanh(TANH_K * (x + TANH_C * x * x * x))
 
 
 def gelu(x, tanh_approx):
@@ -49,9 +50,9 @@ def gelu(x, tanh_approx):
 def gelu_backward(g, x, tanh_approx):
     if tanh_approx:
         t = _tanh_inner(x)
-        dinner = _TANH_K * (1 + 3 * _TANH_C * x * x)
+        dinner = TANH_K * (1 + 3 * TANH_C * x * x)
         return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner)
-    pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+    pdf = INV_SQRT_2PI * np.exp(-0.5 * x * x)
     return g * (_normal_cdf(x) + x * pdf)
 
 
