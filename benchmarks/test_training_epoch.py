@@ -40,7 +40,7 @@ def _pynn_epoch(data, backend):
                 out = model(x[idx])
                 loss_fn(out, y[idx])
                 opt.zero_grad()
-                model.backward(loss_fn.backward())
+                model.backward(loss_fn.backward(), input_grad=False)
                 opt.step()
 
     return epoch
@@ -164,7 +164,7 @@ def test_cnn_epoch(benchmark, data, impl):
                 for idx in _batches(len(x), 0):
                     loss_fn(model(x[idx]), y[idx])
                     opt.zero_grad()
-                    model.backward(loss_fn.backward())
+                    model.backward(loss_fn.backward(), input_grad=False)
                     opt.step()
 
     benchmark.group = "CNN training epoch"

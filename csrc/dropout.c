@@ -1,5 +1,7 @@
 /* Inverted dropout with a counter-based mask: element i is kept when the top 24 bits of
- * splitmix64(state + (i + 1) * golden) are at least `threshold` (see kernels/dropout.py). */
+ * splitmix64(state + (i + 1) * golden) are at least `threshold` (see kernels/dropout.py).
+ * Dropped elements are multiplied by 0, not overwritten, so NaN and inf give NaN there, as in
+ * the reference and PyTorch. */
 #include <stdint.h>
 
 #include "dropout.h"
@@ -18,12 +20,12 @@ void pynn_dropout(const float *x, float *y, uint8_t *mask, int64_t n, uint64_t s
     for (int64_t i = 0; i < n; i++) {
         const int keep = kept(state, i, threshold);
         mask[i] = (uint8_t)keep;
-        y[i] = keep ? x[i] * scale : 0.0f;
+        y[i] = x[i] * (keep ? scale : 0.0f);
     }
 }
 
 void pynn_dropout_backward(const float *grad, const uint8_t *mask, float *out, int64_t n,
                            float scale) {
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) out[i] = mask[i] ? grad[i] * scale : 0.0f;
+    for (int64_t i = 0; i < n; i++) out[i] = grad[i] * (mask[i] ? scale : 0.0f);
 }

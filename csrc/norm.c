@@ -110,7 +110,7 @@ int pynn_batch_norm(const float *x, const float *weight, const float *bias, floa
         if (training) {
             const double d = sums[ch] / m, v = sums[c + ch] / m - d * d;
             mean = save_mean[ch] + d;
-            var = v > 0.0 ? v : 0.0;
+            var = v < 0.0 ? 0.0 : v; /* rounding can dip below 0; NaN must stay NaN */
             if (running_mean) {
                 running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean);
                 running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * var * (m / (m - 1.0)));

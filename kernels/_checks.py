@@ -16,8 +16,11 @@ _F32 = (np.dtype(np.float32),)
 
 
 def _as_array(x, name):
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array, whose mask the kernels would ignore; pass {name}.filled(value)")
     if isinstance(x, np.ndarray):
-        return x
+        # Subclasses (np.matrix, np.memmap) change what reshape and reductions mean: plain view.
+        return x if type(x) is np.ndarray else x.view(np.ndarray)
     if is_device_array(x):
         from numba import cuda
 
@@ -31,15 +34,18 @@ def _c_contiguous(x) -> bool:
     return x.is_c_contiguous()
 
 
-def float_array(x, name: str, backend: str, *, ndim=None, min_ndim=None, shape=None, dtype=None):
+def float_array(x, name: str, backend: str, *, ndim=None, min_ndim=None, shape=None, dtype=None, like=None):
     """Check one floating-point tensor argument and return it (device objects wrapped).
 
     ``backend`` decides the dtypes allowed: float32 everywhere, float64 too on ``numpy``.
     ``ndim``/``min_ndim`` bound the rank; ``shape`` is the exact shape required (``None`` entries
-    match any size); ``dtype`` is the dtype the other tensors of the call already have.
+    match any size); ``dtype`` is the dtype the other tensors of the call already have; ``like``
+    names the tensor that ``shape`` and ``dtype`` come from, so that a mismatch names both.
 
-    Raises TypeError for a non-array or a wrong dtype, ValueError for a wrong rank or shape, an
-    empty array, or a non-C-contiguous array.
+    Raises TypeError for a non-array (a masked array included: its mask would be ignored) or a
+    wrong dtype, ValueError for a wrong rank or shape, an empty array, or a non-C-contiguous
+    array (zero-stride broadcast views included, whatever their nominal size). Other ndarray
+    subclasses are read as plain arrays.
     """
     x = _as_array(x, name)
     if backend != "cuda" and not isinstance(x, np.ndarray):
@@ -49,13 +55,19 @@ def float_array(x, name: str, backend: str, *, ndim=None, min_ndim=None, shape=N
         names = " or ".join(str(d) for d in allowed)
         raise TypeError(f"{name} must have dtype {names} on the {backend} backend, got {x.dtype}")
     if dtype is not None and x.dtype != dtype:
-        raise TypeError(f"{name} has dtype {x.dtype}, but the other tensors of this call are {dtype}")
-    shaped(x, name, ndim=ndim, min_ndim=min_ndim, shape=shape)
+        raise TypeError(
+            f"{name} has dtype {x.dtype}, but {like or 'the other tensors of this call'} has {dtype}; "
+            "the tensors of one call share one dtype"
+        )
+    shaped(x, name, ndim=ndim, min_ndim=min_ndim, shape=shape, like=like)
     return x
 
 
-def shaped(x, name, *, ndim=None, min_ndim=None, shape=None):
-    """Check rank, shape, emptiness and C-contiguity of an array already known to be an array."""
+def shaped(x, name, *, ndim=None, min_ndim=None, shape=None, like=None):
+    """Check rank, shape, emptiness and C-contiguity of an array already known to be an array.
+
+    ``like`` names the tensor ``shape`` is derived from, for the message.
+    """
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
     if min_ndim is not None and x.ndim < min_ndim:
@@ -64,7 +76,8 @@ def shaped(x, name, *, ndim=None, min_ndim=None, shape=None):
         ok = len(shape) == x.ndim and all(s is None or s == t for s, t in zip(shape, x.shape))
         if not ok:
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-            raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+            source = f", to match {like}" if like else ""
+            raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}{source}")
     if x.size == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); kernels need at least one element")
     if not _c_contiguous(x):
@@ -75,12 +88,17 @@ def shaped(x, name, *, ndim=None, min_ndim=None, shape=None):
     return x
 
 
-def int_array(x, name: str, *, ndim=None, shape=None, low=None, high=None):
+def int_array(x, name: str, *, ndim=None, shape=None, low=None, high=None, like=None):
     """Check an integer index tensor (class labels): int64 or int32, values in [low, high)."""
     x = _as_array(x, name)
     if x.dtype not in (np.dtype(np.int64), np.dtype(np.int32)):
         raise TypeError(f"{name} must have dtype int64 (or int32), got {x.dtype}")
-    shaped(x, name, ndim=ndim, shape=shape)
+    shaped(x, name, ndim=ndim, shape=shape, like=like)
+    return in_range(x, name, low, high)
+
+
+def in_range(x, name: str, low, high):
+    """Check the values of a checked integer array lie in [low, high) (device arrays are copied)."""
     host = x if isinstance(x, np.ndarray) else x.copy_to_host()
     if low is not None and host.min() < low or high is not None and host.max() >= high:
         raise ValueError(

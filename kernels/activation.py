@@ -9,6 +9,10 @@ log_softmax are one kernel with a ``log`` flag.
 Backward passes follow PyTorch's derivative formulas (``tools/autograd/derivatives.yaml``):
 relu, leaky_relu, elu, selu and gelu take the forward input ``x``; sigmoid, tanh, softmax and
 log_softmax take the forward output, as ``torch.ops.aten.sigmoid_backward`` and friends do.
+
+NaN and infinities propagate through the formulas as IEEE arithmetic gives them, as in PyTorch
+(a NaN in a softmax row makes the whole row NaN); nothing checks for them. Finite inputs of any
+magnitude give finite outputs: exponentials only see non-positive arguments.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ def _unary(op, x, be, *params):
 def _backward(op, grad_output, t, t_name, be, *params):
     """Check ``grad_output`` against the saved tensor ``t`` (x or output) and run ``op``."""
     t = ck.float_array(t, t_name, be, min_ndim=1)
-    g = ck.float_array(grad_output, "grad_output", be, shape=tuple(t.shape), dtype=t.dtype)
+    g = ck.float_array(grad_output, "grad_output", be, shape=tuple(t.shape), dtype=t.dtype, like=t_name)
     y = _impl(op, be)(g.reshape(g.size), t.reshape(t.size), *params)
     return y.reshape(t.shape)
 
@@ -215,7 +219,7 @@ def _softmax(x, dim, be, log):
 
 def _softmax_backward(grad_output, output, dim, be, log):
     y = ck.float_array(output, "output", be, min_ndim=1)
-    g = ck.float_array(grad_output, "grad_output", be, shape=tuple(y.shape), dtype=y.dtype)
+    g = ck.float_array(grad_output, "grad_output", be, shape=tuple(y.shape), dtype=y.dtype, like="output")
     axis = _axis(dim, y.ndim)
     dx = _impl("softmax_backward", be)(_rows(g, axis), _rows(y, axis), log)
     return _unrows(dx, tuple(y.shape), axis)

@@ -47,15 +47,15 @@ class Geometry(NamedTuple):
 
 
 def gemm_pays(c_per_group: int, kh: int, kw: int, out_per_group: int) -> bool:
-    """Whether the CPU backends should unroll the input (im2col) and multiply, or loop directly.
+    """Whether the CPU backends should run the convolution as matrix products, or loop directly.
 
-    The GEMM of a group is (C_out/G, C_in/G kH kW) @ (C_in/G kH kW, N H_out W_out). When either
-    side is small, unrolling costs more memory traffic than the arithmetic it feeds. Measured at
-    batch 64 on one core with the Numba matmul, direct loops won for the CNN's first layer
-    (C_in kH kW = 9: 2.8 vs 3.1 ms forward, 4.0 vs 6.0 ms backward), for 8 outputs per group
-    (5 vs 8 ms, 12 vs 15 ms) and depthwise, and lost for 32 -> 32 channels 3x3 (36 vs 47 ms
-    backward) and 1x1 convolutions of 32 channels. Against OpenBLAS's sgemm the unrolled path
-    also won the first layer (1.2 vs 1.7 ms forward): the thresholds follow the GEMM's speed.
+    The product of a group is (C_out/G, C_in/G kH kW) @ (C_in/G kH kW, N H_out W_out) (im2col;
+    the numba backend packs its panels straight from the input, the C backend unrolls it).
+    When either side is small, the products' packing and memory traffic cost more than the
+    arithmetic they feed. Measured at batch 64 on one core, direct loops won for the CNN's
+    first layer (C_in kH kW = 9: 2.8 vs 3.1 ms forward, 4.0 vs 6.0 ms backward), for 8 outputs
+    per group (5 vs 8 ms, 12 vs 15 ms) and depthwise, and lost for 32 -> 32 channels 3x3 (36 vs
+    47 ms backward) and 1x1 convolutions of 32 channels.
     """
     return c_per_group * kh * kw >= 32 and out_per_group >= 8
 
@@ -64,7 +64,7 @@ def gemm_pays(c_per_group: int, kh: int, kw: int, out_per_group: int) -> bool:
 def _check(x, weight, stride, padding, dilation, groups, be):
     """Check x, weight and the hyper-parameters together; return them with (H_out, W_out)."""
     weight = ck.float_array(weight, "weight", be, ndim=4)
-    x = ck.float_array(x, "x", be, ndim=4, dtype=weight.dtype)
+    x = ck.float_array(x, "x", be, ndim=4, dtype=weight.dtype, like="weight")
     sh, sw = ck.int_pair(stride, "stride", 1)
     ph, pw = ck.int_pair(padding, "padding", 0)
     dh, dw = ck.int_pair(dilation, "dilation", 1)
@@ -111,17 +111,19 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, b
     be = resolve(backend, x, weight, bias)
     x, weight, geom, _ = _check(x, weight, stride, padding, dilation, groups, be)
     if bias is not None:
-        bias = ck.float_array(bias, "bias", be, shape=(weight.shape[0],), dtype=weight.dtype)
+        bias = ck.float_array(bias, "bias", be, shape=(weight.shape[0],), dtype=weight.dtype, like="weight")
     return _impl("conv2d", be)(x, weight, bias, *geom)
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    bias: bool = True, backend: str | None = None):
+                    bias: bool = True, input_grad: bool = True, backend: str | None = None):
     """Gradients of ``conv2d``: returns ``(grad_x, grad_weight, grad_bias)``.
 
     grad_output: (N, C_out, H_out, W_out), the gradient of the loss with respect to y; x, weight
     and the hyper-parameters as passed to ``conv2d``. grad_x has x's shape, grad_weight weight's,
-    and grad_bias is (C_out,), or None when ``bias`` is False. grad_x is the transposed
+    and grad_bias is (C_out,), or None when ``bias`` is False; grad_x is None when ``input_grad``
+    is False (the input is data, as for a network's first layer: the numba and numpy backends
+    then skip its computation, as PyTorch does for an input that does not require grad). grad_x is the transposed
     convolution of grad_output, grad_weight the correlation of x with grad_output, grad_bias the
     sum of grad_output over N, H_out and W_out (Chellapilla et al. 2006).
 
@@ -130,8 +132,11 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     """
     be = resolve(backend, grad_output, x, weight)
     x, weight, geom, (ho, wo) = _check(x, weight, stride, padding, dilation, groups, be)
-    g = ck.float_array(grad_output, "grad_output", be, ndim=4, dtype=weight.dtype)
+    g = ck.float_array(grad_output, "grad_output", be, ndim=4, dtype=weight.dtype, like="weight")
     want = (x.shape[0], weight.shape[0], ho, wo)
     if tuple(g.shape) != want:
-        raise ValueError(f"grad_output must have shape {want} (the output of this convolution), got {tuple(g.shape)}")
-    return _impl("conv2d_backward", be)(g, x, weight, *geom, bool(bias))
+        raise ValueError(
+            f"grad_output must have shape {want}, the output of the convolution of x {tuple(x.shape)} with weight "
+            f"{tuple(weight.shape)}, got {tuple(g.shape)}"
+        )
+    return _impl("conv2d_backward", be)(g, x, weight, *geom, bool(bias), bool(input_grad))

@@ -5,6 +5,8 @@ no rescaling. The keep decision for element ``i`` is a pure function of ``(seed,
 splitmix64 generator (Steele, Lea & Flood, OOPSLA 2014) applied to ``mix(seed) + (i + 1) * golden``,
 whose top 24 bits are compared with ``round(p * 2**24)``. A counter-based generator needs no
 state, runs in parallel in any order, and gives bit-identical masks on every backend.
+
+Dropped elements are multiplied by 0, as PyTorch does, so a dropped NaN or infinity gives NaN.
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ def dropout_backward(grad_output, mask, p: float = 0.5, *, backend: str | None =
     """Gradient of ``dropout``: ``grad_output * mask / (1 - p)``; ``grad_output`` itself when mask is None.
 
     grad_output: the shape of dropout's input, float32 (float64 on ``numpy``); mask: the uint8
-    mask ``dropout`` returned. Raises TypeError and ValueError naming the argument.
+    mask ``dropout`` returned, 0 or 1 per element. Raises TypeError and ValueError naming the
+    argument (a mask value other than 0 or 1 included).
     """
     _, scale = _rate(p)
     be = resolve(backend, grad_output, mask)
@@ -70,5 +73,6 @@ def dropout_backward(grad_output, mask, p: float = 0.5, *, backend: str | None =
     mask = ck._as_array(mask, "mask")
     if mask.dtype != np.uint8:
         raise TypeError(f"mask must have dtype uint8 (as returned by dropout), got {mask.dtype}")
-    ck.shaped(mask, "mask", shape=tuple(g.shape))
+    ck.shaped(mask, "mask", shape=tuple(g.shape), like="grad_output")
+    ck.in_range(mask, "mask", 0, 2)
     return _impl("dropout_backward", be)(g.reshape(-1), mask.reshape(-1), scale).reshape(g.shape)

@@ -9,6 +9,11 @@ Backward backends take ``(grad, input, target, scale)``: the upstream gradient o
 term is ``grad[i] * scale``, where ``grad`` is None for ``"mean"``/``"sum"`` (every term then gets
 the scalar ``scale``: ``grad_output / count`` for the mean) and the array of per-term upstream
 gradients for ``"none"`` (with ``scale`` 1).
+
+NaN and infinities propagate through the formulas as IEEE arithmetic gives them, as in PyTorch,
+except in the input of ``binary_cross_entropy``, which must hold probabilities in [0, 1] (NaN
+raises ValueError there). A logit of -inf in a class other than the target's leaves the
+cross-entropy of a class-index target finite, as PyTorch's does.
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ def _reduce(losses, reduction, shape):
 def _upstream(grad_output, reduction, count, shape, be, dtype):
     """Return ``(grad, scale)`` for a backward backend from the public ``grad_output``."""
     if reduction == "none":
-        g = ck.float_array(grad_output, "grad_output", be, shape=shape, dtype=dtype)
+        g = ck.float_array(grad_output, "grad_output", be, shape=shape, dtype=dtype, like="the losses of input")
         return g.reshape(-1), 1.0
     if not isinstance(grad_output, numbers.Real):
         g = ck.float_array(grad_output, "grad_output", be, shape=())
@@ -57,10 +62,14 @@ def _class_target(target, input, be):
     """Check a cross-entropy target: (N,) class indices in [0, C), or (N, C) probabilities."""
     n, c = input.shape
     if np.dtype(getattr(target, "dtype", np.float32)).kind in "iu":
-        target = ck.int_array(target, "target", shape=(n,), low=0, high=c)
+        target = ck.int_array(target, "target", shape=(n,), low=0, high=c, like="input")
         # One index type for the compiled backends (device arrays are left where they are).
         return target.astype(np.int64, copy=False) if isinstance(target, np.ndarray) else target
-    return ck.float_array(target, "target", be, shape=(n, c), dtype=input.dtype)
+    if getattr(target, "ndim", None) == 1:
+        raise TypeError(
+            f"target of shape (N,) holds class indices and must have dtype int64 (or int32), got {target.dtype}"
+        )
+    return ck.float_array(target, "target", be, shape=(n, c), dtype=input.dtype, like="input")
 
 
 def _cross_entropy_args(input, target, reduction, be):
@@ -81,8 +90,8 @@ def cross_entropy(input, target, reduction: str = "mean", *, backend: str | None
     subtracted first (``logsumexp``), so logits of any finite magnitude give finite results.
     Returns a 0-d array for ``"mean"`` (averaged over N) and ``"sum"``, an (N,) array for ``"none"``.
 
-    Raises TypeError (array type, dtype) and ValueError (shape, empty, non-contiguous, a class
-    index outside [0, C), an unknown reduction), naming the argument.
+    Raises TypeError (array type, dtype, a float target of shape (N,)) and ValueError (shape,
+    empty, non-contiguous, a class index outside [0, C), an unknown reduction), naming the argument.
     """
     be = resolve(backend, input, target)
     input, target, op = _cross_entropy_args(input, target, reduction, be)
@@ -110,7 +119,7 @@ def cross_entropy_backward(grad_output, input, target, reduction: str = "mean", 
 def _pointwise_args(input, target, reduction, be):
     ck.choice(reduction, "reduction", REDUCTIONS)
     input = ck.float_array(input, "input", be)
-    target = ck.float_array(target, "target", be, shape=tuple(input.shape), dtype=input.dtype)
+    target = ck.float_array(target, "target", be, shape=tuple(input.shape), dtype=input.dtype, like="input")
     return input, target
 
 
@@ -189,7 +198,7 @@ def binary_cross_entropy(input, target, reduction: str = "mean", *, backend: str
     PyTorch does, so x of exactly 0 or 1 gives a finite loss. input holds probabilities in
     [0, 1]; shapes, dtypes and reductions as for ``mse_loss``.
 
-    Raises ValueError for an input value outside [0, 1], and otherwise as ``mse_loss`` does.
+    Raises ValueError for an input value outside [0, 1] or NaN, and otherwise as ``mse_loss`` does.
     """
     return _pointwise_loss("binary_cross_entropy", input, target, reduction, backend)
 

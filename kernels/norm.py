@@ -17,7 +17,9 @@ dx = gamma * invstd * dy. The running estimates follow PyTorch: an exponential m
 ``running = (1 - momentum) * running + momentum * batch_stat`` with the unbiased batch variance
 ``sigma^2 * M / (M - 1)`` (the paper's Algorithm 2 uses the same correction).
 
-The backends receive x as a C-contiguous (N, C, S) view and per-channel (C,) arrays.
+The backends receive x as a C-contiguous (N, C, S) view and per-channel (C,) arrays. NaN and
+infinities are not checked for: they propagate through the statistics (a NaN in a channel makes
+its mean, variance, outputs and running statistics NaN), as in PyTorch.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def _per_channel(v, name, be, x, *, required=False):
         if required:
             raise ValueError(f"{name} is required, got None")
         return None
-    return ck.float_array(v, name, be, shape=(x.shape[1],), dtype=x.dtype)
+    return ck.float_array(v, name, be, shape=(x.shape[1],), dtype=x.dtype, like="x")
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
@@ -112,7 +114,7 @@ def batch_norm_backward(grad_output, x, weight, save_mean, save_invstd, *, train
     """
     be = resolve(backend, grad_output, x, weight, save_mean, save_invstd)
     x = ck.float_array(x, "x", be, min_ndim=2)
-    g = ck.float_array(grad_output, "grad_output", be, shape=tuple(x.shape), dtype=x.dtype)
+    g = ck.float_array(grad_output, "grad_output", be, shape=tuple(x.shape), dtype=x.dtype, like="x")
     weight = _per_channel(weight, "weight", be, x)
     save_mean = _per_channel(save_mean, "save_mean", be, x, required=True)
     save_invstd = _per_channel(save_invstd, "save_invstd", be, x, required=True)

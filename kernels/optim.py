@@ -11,7 +11,8 @@ start as zeros, as PyTorch's optimizers create them.
 Common errors: TypeError for a non-array, a wrong dtype or a non-number hyper-parameter;
 ValueError, naming the argument, for shapes that differ from ``param``'s, an empty or
 non-contiguous array, a hyper-parameter out of range, or a state tensor missing (or given
-when the options do not use it).
+when the options do not use it). NaN and infinities in the tensors are not checked for: they
+propagate into ``param`` and the states through the update formulas, as in PyTorch.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ _impl = partial(implementation, "optim")
 def _tensors(be, param, grad, **states):
     """Check ``param``, ``grad`` and the states (None allowed) and return flat 1-D views of each."""
     param = ck.float_array(param, "param", be)
-    like = {"shape": tuple(param.shape), "dtype": param.dtype}
+    like = {"shape": tuple(param.shape), "dtype": param.dtype, "like": "param"}
     flat = [param, ck.float_array(grad, "grad", be, **like)]
     flat += [None if x is None else ck.float_array(x, name, be, **like) for name, x in states.items()]
     return [None if x is None else x.reshape(x.size) for x in flat]
@@ -84,6 +85,8 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, 
     """Adam and AdamW: check, compute the bias corrections once in float64, dispatch."""
     lr = ck.real(lr, "lr", low=0.0)
     step = _step(step)
+    if not isinstance(betas, (tuple, list)):
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {type(betas).__name__}")
     if len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     beta1 = ck.real(betas[0], "betas[0]", low=0.0, high=1.0, high_open=True)

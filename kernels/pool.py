@@ -9,6 +9,8 @@ the window. ``ceil_mode`` and ``dilation`` are not supported (PyTorch's defaults
 
 Backends see every tensor as (planes, H, W) with planes = N * C, the unit of parallel work;
 this module checks and normalises the arguments once and reshapes the results back.
+NaN and infinities are not checked for: average pooling propagates them through its sums, and
+max pooling follows PyTorch's rule (see ``max_pool2d``).
 """
 from __future__ import annotations
 
@@ -148,7 +150,7 @@ def max_pool2d_backward(grad_output, indices, input_shape, *, backend: str | Non
     g = ck.float_array(grad_output, "grad_output", be, ndim=4)
     if tuple(g.shape[:2]) != (n, c):
         raise ValueError(f"grad_output must have shape ({n}, {c}, *, *) to match input_shape, got {tuple(g.shape)}")
-    idx = ck.int_array(indices, "indices", shape=tuple(g.shape), low=0, high=h * w)
+    idx = ck.int_array(indices, "indices", shape=tuple(g.shape), low=0, high=h * w, like="grad_output")
     if isinstance(idx, np.ndarray):
         idx = idx.astype(np.int64, copy=False)  # one index type for the compiled backends
     gx = _impl("max_pool2d_backward", be)(_planes(g), _planes(idx), h, w)

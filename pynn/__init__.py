@@ -24,7 +24,7 @@ from pynn.regularization import l1_penalty, l2_penalty
 from pynn.residual import Residual
 from pynn.schedulers import CosineAnnealingLR, CosineAnnealingWarmRestarts, LinearWarmup, LRScheduler, StepLR
 from pynn.serialization import load, save
-from pynn.training import EarlyStopping, History, evaluate, fit, predict
+from pynn.training import EarlyStopping, History, evaluate, fit, predict, read_checkpoint
 
 __all__ = [
     "init", "optim", "schedulers", "models", "transforms",
@@ -37,6 +37,6 @@ __all__ = [
     "LRScheduler", "StepLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "LinearWarmup",
     "l1_penalty", "l2_penalty", "save", "load", "manual_seed", "default_generator",
     "read_idx", "fashion_mnist", "mnist", "embedded_fashion_mnist_test", "DataLoader",
-    "accuracy", "confusion_matrix", "precision_recall_f1", "classification_report",
+    "accuracy", "confusion_matrix", "precision_recall_f1", "classification_report", "read_checkpoint",
     "fit", "evaluate", "predict", "History", "EarlyStopping",
 ]

@@ -3,6 +3,8 @@
 Training uses full Fashion-MNIST when it is found (``--data-dir``, ``$PYNN_DATA``,
 /usr/share/datasets/fashion-mnist) and otherwise the 10,000 images shipped in the package;
 every command prints which data it used. All kernels run on the backend named by ``--backend``.
+``pynn train --checkpoint-every N`` keeps ``OUT/checkpoint.safetensors`` (with the run's
+arguments); ``pynn train --resume OUT`` continues from it with those arguments.
 """
 from __future__ import annotations
 
@@ -23,9 +25,17 @@ from pynn.metrics import accuracy, classification_report, confusion_matrix
 from pynn.models import MODELS
 from pynn.random import manual_seed
 from pynn.schedulers import CosineAnnealingLR
-from pynn.serialization import load, save
-from pynn.training import Callback, fit, predict
+from pynn.serialization import load, save, write_atomic
+from pynn.training import Callback, fit, predict, read_checkpoint
 from pynn.transforms import Compose, RandomCrop, RandomHorizontalFlip
+
+CHECKPOINT = "checkpoint.safetensors"
+# The options a training run is a function of, with their defaults: stored in the checkpoint,
+# taken from it by --resume, and refused there when given with another value.
+TRAIN_DEFAULTS = {
+    "model": "mlp", "epochs": 10, "batch_size": 64, "lr": 1e-3, "schedule": "constant", "val_size": 5000,
+    "optimizer": "adam", "seed": 0, "augment": False, "limit": None, "backend": "numba", "data_dir": None,
+}
 
 OPTIMIZERS = {
     "sgd": optim.SGD,
@@ -34,6 +44,7 @@ OPTIMIZERS = {
     "rmsprop": optim.RMSprop,
     "adagrad": optim.Adagrad,
 }
+SCHEDULES = ("constant", "cosine")
 
 
 class _EpochReport(Callback):
@@ -60,6 +71,43 @@ def _augmentation(seed: int) -> Compose:
     return Compose([RandomHorizontalFlip(rng=rng), RandomCrop(28, padding=2, rng=rng)])
 
 
+def _valid_stored(key: str, value) -> bool:
+    """Whether a training option read from a checkpoint is one the parser could have produced."""
+    choices = {"model": MODELS, "schedule": SCHEDULES, "optimizer": OPTIMIZERS, "backend": kernels.BACKENDS}
+    if key in choices:
+        return isinstance(value, str) and value in choices[key]
+    if key in ("lr", "augment", "data_dir"):
+        return isinstance(value, {"lr": float, "augment": bool, "data_dir": (str, type(None))}[key])
+    return (value is None and key == "limit") or (type(value) is int and value >= 0)
+
+
+def _resolve_train_args(args) -> None:
+    """Fill the training options from the checkpoint (``--resume``) or the defaults; ValueError
+    for an option that contradicts the checkpoint, which would break the resumed run."""
+    if args.resume is None:
+        given = {k: getattr(args, k) for k in TRAIN_DEFAULTS}
+        stored = TRAIN_DEFAULTS
+        args.out = args.out or "runs/latest"
+    else:
+        args.out = args.resume
+        path = Path(args.resume) / CHECKPOINT
+        args.resumed = read_checkpoint(path)
+        info = args.resumed["info"]
+        stored = info.get("args") if isinstance(info, dict) else None
+        if not isinstance(stored, dict) or set(stored) != set(TRAIN_DEFAULTS) \
+                or not all(_valid_stored(k, v) for k, v in stored.items()):
+            raise ValueError(f"{path}: holds no valid pynn train arguments")
+        given = {k: getattr(args, k) for k in TRAIN_DEFAULTS}
+        for k, v in given.items():
+            if v is not None and v != stored[k]:
+                flag = "--" + k.replace("_", "-")
+                raise ValueError(f"{flag} {v} conflicts with {flag} {stored[k]} of the run in {path}; leave it out "
+                                 "to resume that run")
+        args.checkpoint_every = args.checkpoint_every or info.get("checkpoint_every")
+    for k, v in given.items():
+        setattr(args, k, stored[k] if v is None else v)
+
+
 def _train(args) -> int:
     data = load_default(args.data_dir, val_size=args.val_size)
     x_train, y_train = data["x_train"], data["y_train"]
@@ -72,17 +120,30 @@ def _train(args) -> int:
     print(f"backend: {args.backend}")
     if args.augment:
         print("augmentation: random horizontal flip, random 28x28 crop with padding 2")
+    out = Path(args.out)
+    checkpoint = out / CHECKPOINT
+    info = {"args": {k: getattr(args, k) for k in TRAIN_DEFAULTS}, "dataset": data["source"],
+            "checkpoint_every": args.checkpoint_every}
+    if args.resume is not None:
+        stored = args.resumed
+        if stored["info"].get("dataset") != data["source"]:
+            raise ValueError(f"{checkpoint}: the run trained on \"{stored['info'].get('dataset')}\", but the data "
+                             f"found now is \"{data['source']}\"")
+        print(f"resuming from {checkpoint} after optimizer step {stored['step']}")
     manual_seed(args.seed)
     model = MODELS[args.model]()
     optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr)
     scheduler = CosineAnnealingLR(optimizer, T_max=args.epochs) if args.schedule == "cosine" else None
+    if args.checkpoint_every is not None:
+        out.mkdir(parents=True, exist_ok=True)
     history = fit(
         model, CrossEntropyLoss(), optimizer, (x_train, y_train), val,
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, progress=args.progress,
         callbacks=[_EpochReport(data["x_test"], data["y_test"])],
         transform=_augmentation(args.seed) if args.augment else None, scheduler=scheduler,
+        checkpoint=checkpoint if args.checkpoint_every is not None or args.resume is not None else None,
+        checkpoint_every=args.checkpoint_every, resume=args.resume is not None, checkpoint_info=info,
     )
-    out = Path(args.out)
     save(model, out)
     final = history.epochs[-1]["test_accuracy"]
     metrics = {
@@ -100,7 +161,7 @@ def _train(args) -> int:
         "epochs": history.epochs,
         "test_accuracy": final,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     written = ", ".join(str(out / name) for name in ("model.safetensors", "model.json", "metrics.json"))
     print(f"test accuracy {final:.4f}; wrote {written}")
     return 0
@@ -154,44 +215,54 @@ def _predict(args) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--backend", default="numba", choices=kernels.BACKENDS,
-                        help="kernel implementation to run on (default: numba)")
+    backend = argparse.ArgumentParser(add_help=False)
+    backend.add_argument("--backend", default="numba", choices=kernels.BACKENDS,
+                         help="kernel implementation to run on (default: numba)")
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files; only this folder is "
                       "searched, and the embedded 10,000 images are used when it lacks them")
     parser = argparse.ArgumentParser(prog="pynn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", parents=[common, data], help="train a classifier on Fashion-MNIST")
-    train.add_argument("--model", default="mlp", choices=list(MODELS),
+    # Training options default to None so that --resume can tell given options from defaults
+    # (TRAIN_DEFAULTS fills them in).
+    train = sub.add_parser("train", parents=[data], help="train a classifier on Fashion-MNIST")
+    train.add_argument("--backend", choices=kernels.BACKENDS,
+                       help=f"kernel implementation to run on (default: {TRAIN_DEFAULTS['backend']})")
+    train.add_argument("--model", choices=list(MODELS),
                        help="mlp: 784-256-128-10; cnn: two conv+pool layers, 128-10; "
                        "resnet: a small ResNet with batch norm (default: mlp)")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--schedule", default="constant", choices=("constant", "cosine"),
+    train.add_argument("--epochs", type=int, help=f"(default: {TRAIN_DEFAULTS['epochs']})")
+    train.add_argument("--batch-size", type=int, help=f"(default: {TRAIN_DEFAULTS['batch_size']})")
+    train.add_argument("--lr", type=float, help=f"(default: {TRAIN_DEFAULTS['lr']})")
+    train.add_argument("--schedule", choices=SCHEDULES,
                        help="learning rate per epoch: constant, or cosine annealing from --lr to 0 "
-                       "over --epochs (Loshchilov & Hutter 2017)")
-    train.add_argument("--val-size", type=int, default=5000, metavar="N",
+                       "over --epochs (Loshchilov & Hutter 2017) (default: constant)")
+    train.add_argument("--val-size", type=int, metavar="N",
                        help="full-data training images held out for validation (default 5000; 0 "
                        "trains on all 60,000 without validation)")
-    train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--augment", action="store_true",
+    train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help=f"(default: {TRAIN_DEFAULTS['optimizer']})")
+    train.add_argument("--seed", type=int, help=f"(default: {TRAIN_DEFAULTS['seed']})")
+    train.add_argument("--augment", action="store_true", default=None,
                        help="random horizontal flips and random crops with padding 2, seeded by --seed")
-    train.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
+    train.add_argument("--out", help="output folder (default: runs/latest)")
     train.add_argument("--limit", type=int, metavar="N",
                        help="train on the first N training images only (quick smoke runs)")
+    train.add_argument("--checkpoint-every", type=int, metavar="N",
+                       help="write OUT/checkpoint.safetensors (atomically) every N optimizer steps and at "
+                       "each epoch end, for --resume")
+    train.add_argument("--resume", metavar="OUT",
+                       help="continue the run whose checkpoint is in OUT, with its arguments; it ends "
+                       "as the uninterrupted run would")
     train.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     train.set_defaults(run=_train)
 
-    ev = sub.add_parser("eval", parents=[common, data],
+    ev = sub.add_parser("eval", parents=[backend, data],
                         help="accuracy, per-class scores and confusion matrix on the test split")
     ev.add_argument("model_dir")
     ev.set_defaults(run=_eval)
 
-    pr = sub.add_parser("predict", parents=[common], help="classify the images of an IDX or .npy file")
+    pr = sub.add_parser("predict", parents=[backend], help="classify the images of an IDX or .npy file")
     pr.add_argument("model_dir")
     pr.add_argument("file")
     pr.set_defaults(run=_predict)
@@ -202,12 +273,18 @@ def main(argv=None) -> int:
     """Run the command line; returns the exit status (errors in the inputs give 1, bad usage 2)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    usable = kernels.backends()
-    if args.backend not in usable:
-        parser.error(f"backend {args.backend!r} is not usable here; usable backends: {', '.join(usable)}")
-    if args.command == "train" and args.limit is not None and args.limit < 1:
-        parser.error(f"--limit must be a positive integer, got {args.limit}")
+    if args.command == "train":
+        for flag, value in (("--limit", args.limit), ("--checkpoint-every", args.checkpoint_every)):
+            if value is not None and value < 1:
+                parser.error(f"{flag} must be a positive integer, got {value}")
+        if args.resume is not None and args.out is not None:
+            parser.error("--resume OUT writes to OUT; leave out --out")
     try:
+        if args.command == "train":
+            _resolve_train_args(args)
+        usable = kernels.backends()
+        if args.backend not in usable:
+            parser.error(f"backend {args.backend!r} is not usable here; usable backends: {', '.join(usable)}")
         with kernels.use_backend(args.backend):
             return args.run(args)
     except BrokenPipeError:
@@ -218,3 +295,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError, FloatingPointError) as exc:
         print(f"pynn: error: {exc}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -71,13 +71,14 @@ class Conv2d(Module):
         return self.stride, self.padding, self.dilation, self.groups
 
     def forward(self, x):
-        self._x = x
         bias = None if self.bias is None else self.bias.data
-        return kernels.conv2d(x, self.weight.data, bias, *self._geometry())
+        y = kernels.conv2d(x, self.weight.data, bias, *self._geometry())
+        self._x = x
+        return y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad: bool = True):
         gx, gw, gb = kernels.conv2d_backward(grad_output, self._saved("_x"), self.weight.data, *self._geometry(),
-                                             bias=self.bias is not None)
+                                             bias=self.bias is not None, input_grad=input_grad)
         self.weight.grad += gw
         if self.bias is not None:
             self.bias.grad += gb
@@ -145,8 +146,9 @@ class AvgPool2d(_Pool2d):
         return self.kernel_size, self.stride, self.padding
 
     def forward(self, x):
+        y = kernels.avg_pool2d(x, *self._window(), count_include_pad=self.count_include_pad)
         self._shape = x.shape
-        return kernels.avg_pool2d(x, *self._window(), count_include_pad=self.count_include_pad)
+        return y
 
     def backward(self, grad_output):
         return kernels.avg_pool2d_backward(grad_output, self._saved("_shape"), *self._window(),
@@ -171,8 +173,9 @@ class AdaptiveAvgPool2d(Module):
             raise ValueError(f"AdaptiveAvgPool2d supports output_size 1 or (1, 1) only, got {output_size!r}")
 
     def forward(self, x):
+        y = kernels.adaptive_avg_pool2d(x, self.output_size)
         self._shape = x.shape
-        return kernels.adaptive_avg_pool2d(x, self.output_size)
+        return y
 
     def backward(self, grad_output):
         return kernels.adaptive_avg_pool2d_backward(grad_output, self._saved("_shape"))

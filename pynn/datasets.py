@@ -241,6 +241,10 @@ class DataLoader:
     ``pynn.transforms.Compose``, is applied to each batch of inputs (augmentation; labels are
     left alone).
 
+    ``state_dict()`` records the position: passes started and batches yielded in the latest.
+    After ``load_state_dict`` of a state taken mid-pass, the next pass resumes that pass at its
+    next batch (skipped batches are not transformed: restore the transform's own state with it).
+
     Raises ValueError when x and y differ in length, are empty, or ``batch_size`` < 1, and
     TypeError when ``transform`` is not callable.
     """
@@ -259,6 +263,8 @@ class DataLoader:
         self.x, self.y, self.transform = x, y, transform
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.epoch = 0
+        self.batch = 0  # batches yielded in the latest pass
+        self._resume_at = 0
 
     def __len__(self) -> int:
         n, b = len(self.x), self.batch_size
@@ -271,10 +277,46 @@ class DataLoader:
     def _batches(self):
         n, b = len(self.x), self.batch_size
         order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else None
+        start, self._resume_at = self._resume_at, 0
         self.epoch += 1
-        for i in range(len(self)):
+        self.batch = start
+        for i in range(start, len(self)):
+            self.batch = i + 1
             if order is None:
                 yield self.x[i * b:(i + 1) * b], self.y[i * b:(i + 1) * b]
             else:
                 idx = order[i * b:(i + 1) * b]
                 yield self.x[idx], self.y[idx]
+
+    def _config(self) -> dict:
+        return {"samples": len(self.x), "batch_size": self.batch_size, "shuffle": self.shuffle, "seed": int(self.seed),
+                "drop_last": self.drop_last}
+
+    def state_dict(self) -> dict:
+        """The position (``epoch``: passes started, ``batch``: batches yielded in the latest) and
+        the settings that fix the batches (samples, batch size, shuffle, seed, drop_last)."""
+        pending = self._resume_at > 0  # loaded mid-pass, not iterated since
+        return {"epoch": self.epoch + pending, "batch": self.batch, **self._config()}
+
+    def load_state_dict(self, state_dict) -> None:
+        """Continue from ``state_dict()``: the next pass is the interrupted one, from its next
+        batch, or a new one when the latest pass had finished.
+
+        Raises ValueError when the settings differ from this loader's (other batches would follow)
+        or the position is impossible; the loader is unchanged then.
+        """
+        config = self._config()
+        if not isinstance(state_dict, dict) or set(state_dict) != {"epoch", "batch", *config}:
+            raise ValueError(f"DataLoader state must have the keys epoch, batch, {', '.join(config)}; "
+                             f"got {state_dict!r:.200}")
+        theirs = {k: state_dict[k] for k in config}
+        if theirs != config:
+            raise ValueError(f"DataLoader state was saved for {theirs}; this loader has {config}")
+        epoch, batch = state_dict["epoch"], state_dict["batch"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (epoch, batch)) \
+                or epoch < 0 or not 0 <= batch <= len(self) or (epoch == 0 and batch > 0):
+            raise ValueError(f"DataLoader state has an impossible position: epoch {epoch!r}, batch {batch!r} "
+                             f"of {len(self)}")
+        mid_pass = 0 < batch < len(self)
+        self.epoch, self.batch = epoch - mid_pass, batch
+        self._resume_at = batch if mid_pass else 0

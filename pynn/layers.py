@@ -63,12 +63,13 @@ class Linear(Module):
         return {**super()._kwargs(), "bias": self.bias is not None}
 
     def forward(self, x):
+        y = kernels.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
         self._x = x
-        return kernels.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+        return y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad: bool = True):
         gx, gw, gb = kernels.linear_backward(grad_output, self._saved("_x"), self.weight.data,
-                                             bias=self.bias is not None)
+                                             bias=self.bias is not None, input_grad=input_grad)
         self.weight.grad += gw
         if self.bias is not None:
             self.bias.grad += gb
@@ -213,7 +214,9 @@ class Dropout(Module):
 class Flatten(Module):
     """Merge dims ``start_dim..end_dim`` into one: (N, C, H, W) -> (N, C*H*W) by default.
 
-    A reshape (no copy for C-contiguous input); backward restores the input's shape.
+    A reshape of any numpy array, of any dtype or size (a view of C-contiguous input, a copy of
+    other layouts); backward restores the input's shape. Raises TypeError for a non-array and
+    ValueError when x lacks the dims to merge or grad_output does not have the output's shape.
     """
 
     _hyper = ("start_dim", "end_dim")
@@ -224,12 +227,20 @@ class Flatten(Module):
         self.end_dim = _dim(end_dim, "end_dim")
 
     def forward(self, x):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
         n = x.ndim
         start, end = (d + n if d < 0 else d for d in (self.start_dim, self.end_dim))
         if not 0 <= start <= end < n:
-            raise ValueError(f"cannot flatten dims {self.start_dim}..{self.end_dim} of shape {x.shape}")
+            raise ValueError(f"cannot flatten dims {self.start_dim}..{self.end_dim} of x, of shape {x.shape}")
         self._shape = x.shape
-        return x.reshape(x.shape[:start] + (math.prod(x.shape[start:end + 1]),) + x.shape[end + 1:])
+        self._out = x.shape[:start] + (math.prod(x.shape[start:end + 1]),) + x.shape[end + 1:]
+        return x.reshape(self._out)
 
     def backward(self, grad_output):
-        return grad_output.reshape(self._saved("_shape"))
+        shape = self._saved("_shape")
+        if not isinstance(grad_output, np.ndarray):
+            raise TypeError(f"grad_output must be a numpy.ndarray, got {type(grad_output).__name__}")
+        if grad_output.shape != self._out:
+            raise ValueError(f"grad_output must have the output's shape {self._out}, got {grad_output.shape}")
+        return grad_output.reshape(shape)

@@ -15,7 +15,9 @@ filled by ``register``.
 from __future__ import annotations
 
 import inspect
+import math
 import types
+import typing
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -98,7 +100,11 @@ class Module:
     def forward(self, x):
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad: bool = True):
+        """Accumulate the parameters' gradients into ``Parameter.grad`` and return the gradient
+        with respect to the forward's input. With ``input_grad=False`` (the input is data) the
+        input gradient is neither computed nor returned (None): modules with parameters take
+        this argument, and ``Sequential`` passes it to its first one."""
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
     def __call__(self, *args, **kwargs):
@@ -224,6 +230,26 @@ class Module:
                 a[...] = values[k]
         return IncompatibleKeys(missing, unexpected)
 
+    def get_extra_state(self) -> dict:
+        """Run-time state that is neither a parameter nor a buffer (``torch.nn.Module``'s name):
+        the module's public int attributes that are not constructor arguments, such as Dropout's
+        seed and call count. Training checkpoints save it; a module with other state overrides
+        this and ``set_extra_state``."""
+        return {k: v for k, v in vars(self).items()
+                if type(v) is int and not k.startswith("_") and k not in self._hyper}
+
+    def set_extra_state(self, state) -> None:
+        """Restore ``get_extra_state()`` output. Raises ValueError naming the module type when the
+        names differ from this module's or a value is not an int in [-2**63, 2**64)."""
+        own = self.get_extra_state()
+        if not isinstance(state, dict) or set(state) != set(own):
+            raise ValueError(f"{type(self).__name__} extra state must have the keys {sorted(own)}, got {state!r:.200}")
+        for k, v in state.items():
+            if type(v) is not int or not -2**63 <= v < 2**64:
+                raise ValueError(f"{type(self).__name__} extra state {k!r} must be an int, got {v!r:.100}")
+        for k, v in state.items():
+            setattr(self, k, v)
+
     # --- description -------------------------------------------------------------------------
     def _kwargs(self) -> dict:
         return {k: getattr(self, k) for k in self._hyper}
@@ -243,7 +269,9 @@ class Sequential(Module):
     """Modules applied in order; children are named ``"0"``, ``"1"``, ... as in PyTorch.
 
     Supports ``len``, iteration, integer indexing and slicing (a new Sequential sharing the
-    modules). ``backward`` runs the children's backward passes in reverse order.
+    modules). ``backward`` runs the children's backward passes in reverse order; with
+    ``input_grad=False`` (``fit`` passes it: the input is data) it stops at the first child with
+    parameters, which computes only their gradients, and returns None.
     """
 
     def __init__(self, *modules: Module):
@@ -272,10 +300,15 @@ class Sequential(Module):
             x = m(x)
         return x
 
-    def backward(self, grad_output):
-        for m in reversed(list(self)):
-            grad_output = m.backward(grad_output)
-        return grad_output
+    def backward(self, grad_output, input_grad: bool = True):
+        layers = list(self)
+        first = 0
+        if not input_grad:  # layers before the first with parameters would only carry dx: skip them
+            first = next((i for i, m in enumerate(layers) if next(m.parameters(), None) is not None), len(layers))
+        for i in range(len(layers) - 1, first - 1, -1):
+            grad_output = layers[i].backward(grad_output) if i > first or input_grad else \
+                layers[i].backward(grad_output, input_grad=False)
+        return grad_output if input_grad else None
 
     def config(self) -> dict:
         return {**super().config(), "children": [m.config() for m in self]}
@@ -283,26 +316,71 @@ class Sequential(Module):
 
 _JSON_TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,), type(None): (type(None),)}
 
+# Bounds on configs read from files, so that a hostile one cannot exhaust memory or the stack.
+MAX_DEPTH = 64
+MAX_MODULES = 100_000
+# Every constructor's largest array has at most as many elements as the product of its positive
+# integer arguments (in x out for Linear, out x in/groups x kh x kw for Conv2d, ...), so bounding
+# that product per module and its sum over the model bounds what building allocates.
+MAX_MODULE_ELEMENTS = 2**28
+MAX_MODEL_ELEMENTS = 2**30
+
 
 def _accepts(annotation, value) -> bool:
-    """Whether a JSON value fits a constructor annotation (unannotated parameters take anything)."""
+    """Whether a JSON value fits a constructor annotation (unannotated parameters take anything).
+
+    ``tuple[...]`` takes a list or tuple of fitting items; types JSON cannot hold (Module)
+    take nothing: modules are given as children.
+    """
     if annotation is inspect.Parameter.empty:
         return True
     options = annotation.__args__ if isinstance(annotation, types.UnionType) else (annotation,)
     for t in options:
+        if typing.get_origin(t) is tuple:
+            items = typing.get_args(t)
+            if items[-1:] == (Ellipsis,):
+                items = items[:1] * len(value) if isinstance(value, (list, tuple)) else ()
+            if isinstance(value, (list, tuple)) and len(value) == len(items) \
+                    and all(_accepts(i, v) for i, v in zip(items, value)):
+                return True
+            continue
         allowed = _JSON_TYPES.get(t)
-        if allowed is None or (isinstance(value, allowed) and (t is bool or not isinstance(value, bool))):
+        if allowed is not None and isinstance(value, allowed) and (t is bool or not isinstance(value, bool)):
             return True
     return False
+
+
+def _elements(value) -> int:
+    """The product of the positive ints in a kwarg value (nested in lists), for the size bound."""
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, int):
+        return max(value, 1)
+    if isinstance(value, (list, tuple)):
+        return math.prod(_elements(v) for v in value)
+    return 1
 
 
 def validate_config(cfg, path: str = "model") -> None:
     """Check a whole config tree against the registry without building anything.
 
     Checks each node's keys, that its type is registered, that its kwargs name constructor
-    parameters with values of the annotated types, that required ones are present, and that
-    children appear only on containers. Raises ValueError naming the node's path.
+    parameters with values of the annotated types, that required ones are present, that
+    children appear only on containers, and the size bounds: at most ``MAX_DEPTH`` levels and
+    ``MAX_MODULES`` modules, and integer arguments whose product is at most
+    ``MAX_MODULE_ELEMENTS`` per module and ``MAX_MODEL_ELEMENTS`` over the model (this bounds the
+    arrays building allocates). Raises ValueError naming the node's path.
     """
+    budget = {"modules": MAX_MODULES, "elements": MAX_MODEL_ELEMENTS}
+    _validate(cfg, path, 1, budget)
+
+
+def _validate(cfg, path: str, depth: int, budget: dict) -> None:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{path}: modules nested more than {MAX_DEPTH} deep")
+    budget["modules"] -= 1
+    if budget["modules"] < 0:
+        raise ValueError(f"{path}: more than {MAX_MODULES} modules")
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: a module config must be an object, got {type(cfg).__name__}")
     extra = set(cfg) - {"type", "kwargs", "children"}
@@ -310,7 +388,7 @@ def validate_config(cfg, path: str = "model") -> None:
         raise ValueError(f"{path}: unknown config keys {sorted(extra)}")
     cls = _REGISTRY.get(cfg.get("type")) if isinstance(cfg.get("type"), str) else None
     if cls is None:
-        raise ValueError(f"{path}: unknown module type {cfg.get('type')!r}; known: {', '.join(sorted(_REGISTRY))}")
+        raise ValueError(f"{path}: unknown module type {cfg.get('type')!r:.100}; known: {', '.join(sorted(_REGISTRY))}")
     kwargs = cfg.get("kwargs", {})
     if not isinstance(kwargs, dict):
         raise ValueError(f"{path} ({cls.__name__}): kwargs must be an object, got {type(kwargs).__name__}")
@@ -318,12 +396,18 @@ def validate_config(cfg, path: str = "model") -> None:
     named = {k: p for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     for k, v in kwargs.items():
         if k not in named:
-            raise ValueError(f"{path} ({cls.__name__}): unknown argument {k!r}; expected {sorted(named)}")
+            raise ValueError(f"{path} ({cls.__name__}): unknown argument {k!r:.100}; expected {sorted(named)}")
         if not _accepts(named[k].annotation, v):
-            raise ValueError(f"{path} ({cls.__name__}): {k}={v!r} does not match its type {named[k].annotation}")
+            raise ValueError(f"{path} ({cls.__name__}): {k}={v!r:.100} does not match its type {named[k].annotation}")
     required = [k for k, p in named.items() if p.default is p.empty and k not in kwargs]
     if required:
         raise ValueError(f"{path} ({cls.__name__}): missing argument(s) {required}")
+    elements = _elements(list(kwargs.values()))
+    budget["elements"] -= elements
+    if elements > MAX_MODULE_ELEMENTS or budget["elements"] < 0:
+        raise ValueError(f"{path} ({cls.__name__}): arguments {kwargs!r:.200} describe arrays of up to {elements:.3g} "
+                         f"elements, over the limit of {MAX_MODULE_ELEMENTS:,} per module and {MAX_MODEL_ELEMENTS:,} "
+                         "per model (pynn.module.MAX_MODULE_ELEMENTS, MAX_MODEL_ELEMENTS)")
     children = cfg.get("children")
     if children is not None:
         if not any(p.kind == p.VAR_POSITIONAL for p in params.values()):
@@ -331,7 +415,7 @@ def validate_config(cfg, path: str = "model") -> None:
         if not isinstance(children, list):
             raise ValueError(f"{path} ({cls.__name__}): children must be a list")
         for i, child in enumerate(children):
-            validate_config(child, f"{path}.{i}")
+            _validate(child, f"{path}.{i}", depth + 1, budget)
 
 
 def _build(cfg, path):

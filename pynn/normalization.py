@@ -53,9 +53,10 @@ class _BatchNorm(Module):
 
     def _check(self, x) -> None:
         shape = getattr(x, "shape", None)
-        if shape is None or len(shape) not in self._ranks:
-            got = tuple(shape) if shape is not None else type(x).__name__
-            raise ValueError(f"{type(self).__name__} expects x of shape {self._layout}, got {got}")
+        if shape is None:
+            raise TypeError(f"{type(self).__name__} expects an array x of shape {self._layout}, got {type(x).__name__}")
+        if len(shape) not in self._ranks:
+            raise ValueError(f"{type(self).__name__} expects x of shape {self._layout}, got {tuple(shape)}")
         if shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}({self.num_features}) expects x with {self.num_features} "
                              f"channels on axis 1, got shape {tuple(shape)}")
@@ -76,14 +77,14 @@ class _BatchNorm(Module):
         self._x, self._mean, self._invstd, self._batch_stats = x, mean, invstd, batch_stats
         return y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad: bool = True):
         gx, gw, gb = kernels.batch_norm_backward(
             grad_output, self._saved("_x"), None if self.weight is None else self.weight.data,
             self._mean, self._invstd, training=self._batch_stats)
         if self.weight is not None:
             self.weight.grad += gw
             self.bias.grad += gb
-        return gx
+        return gx if input_grad else None
 
 
 @register

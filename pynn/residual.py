@@ -48,10 +48,11 @@ class Residual(Module):
         self._ran = True
         return y + shortcut
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad: bool = True):
         self._saved("_ran")
-        grad = self.block.backward(grad_output)
-        return grad + (grad_output if self.projection is None else self.projection.backward(grad_output))
+        grad = self.block.backward(grad_output, input_grad=input_grad)
+        shortcut = grad_output if self.projection is None else self.projection.backward(grad_output, input_grad=input_grad)
+        return grad + shortcut if input_grad else None
 
     def config(self) -> dict:
         return {**super().config(), "children": [m.config() for m in self.children()]}

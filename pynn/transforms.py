@@ -4,7 +4,9 @@ same names do to single images: each image of a batch draws its own flip or crop
 Every transform owns a ``numpy.random.Generator`` (pass one, or a seed; None draws a fresh
 seed from ``pynn.random``), so a seeded run repeats its augmentations exactly. A transform
 maps a (N, C, H, W) array to a new C-contiguous array of the same dtype and never writes into
-its input. Augmenting with flips and padded crops is the CIFAR-10 recipe of He et al., "Deep
+its input. ``state_dict()``/``load_state_dict()`` save and restore the generators (a
+``Compose`` those of its transforms), so a resumed training run draws what an uninterrupted one
+would. Augmenting with flips and padded crops is the CIFAR-10 recipe of He et al., "Deep
 Residual Learning for Image Recognition", CVPR 2016, section 4.2.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from kernels import _checks as ck
-from pynn.random import draw_seed
+from pynn.random import draw_seed, generator_state, set_generator_state
 
 
 def _generator(rng) -> np.random.Generator:
@@ -28,6 +30,21 @@ def _generator(rng) -> np.random.Generator:
     return np.random.default_rng(int(rng))
 
 
+class _RandomTransform:
+    """A transform drawing from its own generator ``rng``, whose state is its ``state_dict``."""
+
+    rng: np.random.Generator
+
+    def state_dict(self) -> dict:
+        return {"rng": generator_state(self.rng)}
+
+    def load_state_dict(self, state_dict) -> None:
+        """Restore ``state_dict()``; ValueError when it is not a state of this transform."""
+        if not isinstance(state_dict, dict) or set(state_dict) != {"rng"}:
+            raise ValueError(f"{type(self).__name__} state must be {{'rng': ...}}, got {state_dict!r:.200}")
+        set_generator_state(self.rng, state_dict["rng"], f"{type(self).__name__} generator state")
+
+
 def _images(x) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x must be a numpy.ndarray of shape (N, C, H, W), got {type(x).__name__}")
@@ -36,7 +53,7 @@ def _images(x) -> np.ndarray:
     return x
 
 
-class RandomHorizontalFlip:
+class RandomHorizontalFlip(_RandomTransform):
     """Mirror each image left-right (along W) with probability ``p``.
 
     Raises ValueError for p outside [0, 1]; when called, TypeError for anything but an ndarray
@@ -56,7 +73,7 @@ class RandomHorizontalFlip:
         return f"RandomHorizontalFlip(p={self.p})"
 
 
-class RandomCrop:
+class RandomCrop(_RandomTransform):
     """Pad every side with ``padding`` zeros, then cut a ``size`` window at a uniformly random
     offset per image (torchvision's ``RandomCrop(size, padding)`` with ``fill=0``).
 
@@ -102,5 +119,18 @@ class Compose:
             x = t(x)
         return x
 
-    def __repr__(self) -> str:
-        return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
+    def state_dict(self) -> dict:
+        """``{"transforms": [...]}``: each transform's ``state_dict()``, None for stateless ones."""
+        return {"transforms": [t.state_dict() if hasattr(t, "state_dict") else None for t in self.transforms]}
+
+    def load_state_dict(self, state_dict) -> None:
+        """Restore ``state_dict()``; ValueError when it does not match these transforms."""
+        states = state_dict.get("transforms") if isinstance(state_dict, dict) and len(state_dict) == 1 else None
+        if not isinstance(states, list) or len(states) != len(self.transforms):
+            raise ValueError(f"Compose state must be {{'transforms': [{len(self.transforms)} states]}}, "
+                             f"got {state_dict!r:.200}")
+        for t, state in zip(self.transforms, states):
+            if hasattr(t, "load_state_dict"):
+                t.load_state_dict(state)
+            elif state is not None:
+                raise ValueError(f"Compose state holds a state for the stateless {t!r}")

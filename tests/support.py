@@ -89,3 +89,12 @@ def torch_or_skip():
 
 
 backend_params = pytest.mark.parametrize("backend", BACKENDS)
+
+
+def saved_weights(path):
+    """A model file's weights as name -> (dtype, shape, bytes), and its metadata: equal for
+    bit-identical weights, whatever order the safetensors library wrote the header in."""
+    from pynn.serialization import FORMAT, read_tensors
+
+    tensors, metadata = read_tensors(path, format=FORMAT)
+    return {k: (v.dtype, v.shape, v.tobytes()) for k, v in tensors.items()}, metadata

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernels
-from tests.support import BACKENDS, FAST_BACKENDS, check_backends, f32, numeric_grad, sizes, torch_or_skip
+from tests.support import BACKENDS, FAST_BACKENDS, check_backends, f32, host, numeric_grad, sizes, torch_or_skip
 
 ATOL = 1e-4
 # The CPU backends run each configuration with both of their strategies forced.
@@ -113,6 +113,9 @@ CNN_LIKE = {
     "grouped": ((2, 8, 9, 9), (16, 4, 3, 3), dict(padding=(1, 0), groups=2)),
     "depthwise": ((2, 6, 9, 9), (6, 1, 3, 3), dict(padding=1, groups=6)),
     "dilated": ((1, 3, 13, 13), (5, 3, 5, 3), dict(padding=2, dilation=2)),
+    # More taps (576) than one K slice of the GEMM, 70 outputs (12 row blocks, the last partial),
+    # and more samples than threads.
+    "deep": ((5, 64, 7, 9), (70, 64, 3, 3), dict(padding=1)),
 }
 
 
@@ -176,6 +179,8 @@ def test_inf_and_nan_propagate_as_in_the_reference(backend, strategy, force):
         x, w, g = f32(rng, *x_shape), f32(rng, *w_shape), f32(rng, 1, w_shape[0], 6, 5)
         x[0, 0, 2, 0], x[0, -1, 5, 4], x[0, 0, 0, 3] = np.inf, -np.inf, np.nan
         check_backends(kernels.conv2d, (x, w, None), backend, atol=ATOL, padding=1)
+        check_backends(kernels.conv2d_backward, (g, x, w), backend, atol=ATOL, padding=1)
+        x, w[-1, 0, 0, 2] = f32(rng, *x_shape), np.inf  # an inf weight must reach only the cells it taps
         check_backends(kernels.conv2d_backward, (g, x, w), backend, atol=ATOL, padding=1)
 
 
@@ -252,3 +257,16 @@ def test_numpy_keeps_float64():
     x, w = np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3))
     assert kernels.conv2d(x, w, backend="numpy").dtype == np.float64
     assert all(a.dtype == np.float64 for a in kernels.conv2d_backward(np.ones((1, 3, 2, 2)), x, w, backend="numpy"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_without_input_grad_only_grad_x_is_left_out(backend, few_threads):
+    rng = np.random.default_rng(6)
+    for x_shape, w_shape in (((2, 1, 7, 6), (4, 1, 3, 3)), ((2, 8, 5, 6), (8, 8, 3, 3))):  # direct, GEMM
+        x, w = f32(rng, *x_shape), f32(rng, *w_shape)
+        g = f32(rng, x_shape[0], w_shape[0], *x_shape[2:])
+        full = kernels.conv2d_backward(g, x, w, padding=1, backend=backend)
+        gx, gw, gb = kernels.conv2d_backward(g, x, w, padding=1, input_grad=False, backend=backend)
+        assert gx is None
+        np.testing.assert_array_equal(host(gw), host(full[1]))
+        np.testing.assert_array_equal(host(gb), host(full[2]))

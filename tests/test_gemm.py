@@ -66,7 +66,8 @@ def test_every_version_matches_numpy_on_random_shapes(name, threads):
 
 
 # Shapes that take each path of the final kernel: packed or in-place op(b), packed op(a),
-# several K slices, tasks split by columns or by rows, the serial path for small products.
+# several K slices, tasks split by columns or by rows, the serial path for small products, and
+# dot products for few rows of C (with x @ w^T; serial at batch 1, split over tasks when large).
 PATHS = {
     "pack_b_and_a": (241, 321, 257),
     "in_place_b_several_k_slices": (64, 700, 100),
@@ -74,6 +75,8 @@ PATHS = {
     "split_rows": (300, 400, 10),
     "serial_small": (64, 128, 10),
     "degenerate_k": (32, 9, 1000),
+    "dots_batch1": (1, 784, 256),
+    "dots_tasks": (4, 4001, 301),
 }
 
 
@@ -87,9 +90,10 @@ def test_blocked_kernels_on_every_path(name, shape, trans_a, trans_b, threads):
 
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
-def test_gemm_into_accumulates(trans_a, trans_b, threads):
+@pytest.mark.parametrize("m", [130, 3])
+def test_gemm_into_accumulates(trans_a, trans_b, m, threads):
     rng = np.random.default_rng(5)
-    m, k, n = 130, 650, 70
+    k, n = 650, 70
     a, b = _operands(rng, m, k, n, trans_a, trans_b)
     c0 = rng.standard_normal((m, n)).astype(np.float32)
     c = c0.copy()

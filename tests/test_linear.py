@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kernels
-from tests.support import BACKENDS, check_backends, f32, numeric_grad, sizes, torch_or_skip
+from tests.support import BACKENDS, check_backends, f32, host, numeric_grad, sizes, torch_or_skip
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -93,3 +93,14 @@ def test_bad_calls_raise_clear_errors(backend):
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="unknown backend"):
         kernels.matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), backend="fortran")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_backward_without_input_grad(backend):
+    rng = np.random.default_rng(7)
+    x, w, g = f32(rng, 5, 7), f32(rng, 3, 7), f32(rng, 5, 3)
+    full = kernels.linear_backward(g, x, w, backend=backend)
+    gx, gw, gb = kernels.linear_backward(g, x, w, input_grad=False, backend=backend)
+    assert gx is None
+    np.testing.assert_array_equal(host(gw), host(full[1]))
+    np.testing.assert_array_equal(host(gb), host(full[2]))

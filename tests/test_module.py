@@ -328,3 +328,24 @@ def test_regularization_penalties_and_gradients():
     np.testing.assert_allclose(p.grad, 1.0 + numeric_grad(lambda v: 0.25 * (v**2).sum(), p.data), rtol=1e-7)
     with pytest.raises(ValueError, match="weight"):
         pynn.l2_penalty([p], -1.0)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(name):
+    """``input_grad=False`` skips the layers before the first parameter and that layer's input
+    gradient (``fit`` uses it), and leaves every parameter gradient as a full backward gives it."""
+    from pynn.models import MODELS
+
+    pynn.manual_seed(0)
+    model = MODELS[name]().eval()  # the same dropout masks (none) in both passes
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    g = np.random.default_rng(1).standard_normal((3, 10)).astype(np.float32)
+    grads = []
+    for input_grad in (True, False):
+        model.zero_grad()
+        model(x)
+        gx = model.backward(g, input_grad=input_grad)
+        assert (gx is None) == (not input_grad) and (gx is None or gx.shape == x.shape)
+        grads.append([p.grad.copy() for p in model.parameters()])
+    for full, skipped in zip(*grads):
+        np.testing.assert_array_equal(full, skipped)

@@ -27,10 +27,11 @@ def conv2d(x, weight, bias, sh, sw, ph, pw, dh, dw, groups):
     return y
 
 
-def conv2d_backward(g, x, weight, sh, sw, ph, pw, dh, dw, groups, bias):
+def conv2d_backward(g, x, weight, sh, sw, ph, pw, dh, dw, groups, bias, input_grad):
+    # The C kernel computes grad_x in the same passes as grad_w; without input_grad it is dropped.
     gx = np.empty_like(x)
     gw = np.empty_like(weight)
     gb = np.empty(weight.shape[0], np.float32) if bias else None
     sizes = _sizes(x, weight, Geometry(sh, sw, ph, pw, dh, dw, groups))
     _ok(lib.pynn_conv2d_backward(ptr(g), ptr(x), ptr(weight), ptr(gx), ptr(gw), ptr(gb), *sizes))
-    return gx, gw, gb
+    return gx if input_grad else None, gw, gb

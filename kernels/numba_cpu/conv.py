@@ -2,16 +2,13 @@
 
 Two strategies, chosen per call by ``kernels.conv.gemm_pays``:
 
-* im2col + GEMM (Chellapilla et al. 2006) when every group has a real matrix product to do:
-  the whole batch is unrolled into one (C_in kH kW, N positions) matrix, so each group costs
-  one call of the GEMM in ``kernels.numba_cpu.linear`` (forward W cols, weight gradient
-  dY cols^T, input gradient W^T dY followed by col2im) instead of N small ones. The GEMM's
-  (C_out, N positions) result is batch-minor, so one parallel pass moves it to NCHW.
+* the products of im2col + GEMM (Chellapilla et al. 2006) when every group has a real matrix
+  product to do, run by ``kernels.numba_cpu.conv_gemm`` without building the unrolled matrix;
 * direct loops when the GEMM would be degenerate (few taps or few outputs per group: the
   CNN's one-channel first layer, depthwise convolutions), reading the padded input planes in
   place, one output (or input, or weight) plane per parallel iteration.
 
-Both read a zero-padded copy of x, so no loop tests bounds. Output positions are laid out with
+Both read a zero-padded copy of x (``conv_gemm.pad``), so no loop tests bounds. Output positions are laid out with
 a row pitch ``rw``: W_out for a strided convolution, but the padded width W_p for stride 1, where
 the input cells that tap (a, b) reads for consecutive positions then lie at a constant distance
 from them. Every tap then touches one contiguous run of (H_out - 1) W_p + W_out cells instead of
@@ -19,18 +16,24 @@ H_out rows of W_out (14 on the CNN's second layer: far too short to vectorise). 
 extra "junk" positions per row read cells of the next row; they are dropped when results
 return to NCHW and hold zeros in the operand of every sum over positions, so they add 0 times
 a finite value. Where that value may be inf or NaN (the direct backward with such an x or
-weight) the rows are walked one by one instead.
+weight) the rows are walked one by one instead; ``conv_gemm`` zeroes both sides.
 
 ``reassoc`` lets LLVM vectorise the sums and ``contract`` fuse multiply-adds, while inf and NaN
 still propagate. Loops index slices that start at the block, not base + offset: Numba's
 negative-index handling on a computed index blocks vectorisation (3x slower im2col measured).
 """
+import threading
+
+import numba
 import numpy as np
 from numba import njit, prange
 
+from kernels import _memory
 from kernels import conv as public
 from kernels.conv import Geometry
-from kernels.numba_cpu.linear import matmul
+from kernels.numba_cpu import conv_gemm as gemm
+from kernels.numba_cpu.conv_gemm import pad
+from kernels.numba_cpu.gemm import MR, NR, PARALLEL_FLOPS
 
 _FAST = {"reassoc", "contract"}
 
@@ -100,99 +103,16 @@ def _narrow(src, rw, plane, add):
             plane[i, j] = s[j] + add
 
 
-@njit(cache=True)
-def _zero_junk(seg, ho, wo, rw):
-    """Zero the junk positions (columns W_out to rw - 1 of every row) of one sample's segment."""
-    for i in range(ho):
-        seg[i * rw + wo : (i + 1) * rw] = 0.0
-
-
 @njit(cache=True, parallel=True)
-def _pad(x, ph, pw):
-    """x (N, C, H, W) -> flat zero-padded copy, planes of (H + 2 ph) x (W + 2 pw)."""
-    n_, c_, h, w = x.shape
+def _crop(gxp, gx, ph, pw):
+    """gx (N, C, H, W) = the interior of gxp, padded as ``pad`` lays it out."""
+    n_, c_, h, w = gx.shape
     wp = w + 2 * pw
     size = (h + 2 * ph) * wp
-    xp = np.empty(n_ * c_ * size, np.float32)
+    stride = gxp.size // n_
     for t in prange(n_ * c_):
-        plane = xp[t * size : (t + 1) * size]
-        plane[: ph * wp + pw] = 0.0
-        for i in range(h):
-            row = plane[(ph + i) * wp + pw :]
-            row[:w] = x[t // c_, t % c_, i]
-            row[w : w + 2 * pw] = 0.0
-        plane[(ph + h) * wp + pw :] = 0.0
-    return xp
-
-
-@njit(cache=True, parallel=True)
-def _im2col(xp, c_in, lay):
-    """Padded x -> cols (C kH kW, N positions): row (c, a, b), column (n, position) holds the
-    input cell that tap (a, b) of channel c reads for that output position."""
-    kh, kw, dh, dw, ph, pw, hp, wp, ho, wo, rw, rows, run, s_row, s_col = lay
-    seg = ho * rw
-    n_ = xp.size // (c_in * hp * wp)
-    cols = np.empty((c_in * kh * kw, n_ * seg), np.float32)
-    for r in prange(c_in * kh * kw):
-        c, a, b = r // (kh * kw), r // kw % kh, r % kw
-        for n in range(n_):
-            dst = cols[r, n * seg : (n + 1) * seg]
-            src = xp[(n * c_in + c) * hp * wp + a * dh * wp + b * dw :]
-            for i in range(rows):
-                s = src[i * s_row :]
-                d = dst[i * rw :]
-                if s_col == 1:
-                    d[:run] = s[:run]
-                else:
-                    for j in range(run):
-                        d[j] = s[j * s_col]
-            _zero_junk(dst, ho, wo, rw)
-    return cols
-
-
-@njit(cache=True, parallel=True, fastmath=_FAST)
-def _col2im(dcols, gx, c0, lay):
-    """gx[:, c0 : c0 + C_group] from dcols (C_group kH kW, N positions): each input cell sums
-    the entries that read it (the adjoint of ``_im2col``)."""
-    kh, kw, dh, dw, ph, pw, hp, wp, ho, wo, rw, rows, run, s_row, s_col = lay
-    seg = ho * rw
-    n_ = gx.shape[0]
-    cpg = dcols.shape[0] // (kh * kw)
-    for t in prange(n_ * cpg):
-        n, c = t // cpg, t % cpg
-        acc = np.zeros(hp * wp, np.float32)
-        for a in range(kh):
-            for b in range(kw):
-                src = dcols[(c * kh + a) * kw + b, n * seg : (n + 1) * seg]
-                _zero_junk(src, ho, wo, rw)  # W^T dY is zero there unless W holds inf or NaN
-                _axpy(np.float32(1.0), src, rw, 1, acc[a * dh * wp + b * dw :], s_row, s_col, rows, run)
-        _narrow(acc[ph * wp + pw :], wp, gx[n, c0 + c], np.float32(0.0))
-
-
-@njit(cache=True, parallel=True)
-def _to_nchw(prod, y, bias, o0, rw):
-    """prod (C_group, N positions) -> y[:, o0 : o0 + C_group], adding bias when given."""
-    n_, _, ho, _ = y.shape
-    cg = prod.shape[0]
-    seg = ho * rw
-    for t in prange(n_ * cg):
-        n, o = t // cg, t % cg
-        add = np.float32(0.0)
-        if bias is not None:
-            add = bias[o0 + o]
-        _narrow(prod[o, n * seg :], rw, y[n, o0 + o], add)
-
-
-@njit(cache=True, parallel=True)
-def _from_nchw(g, rw):
-    """g (N, C, H_out, W_out) -> (C, N positions), the layout the GEMMs take; junk is zero."""
-    n_, c_, ho, _ = g.shape
-    seg = ho * rw
-    out = np.zeros((c_, n_ * seg), np.float32)
-    for t in prange(c_ * n_):
-        o, n = t // n_, t % n_
-        _widen(g[n, o], out[o, n * seg :], rw)
-    return out
+        n, c = t // c_, t % c_
+        _narrow(gxp[n * stride + c * size + ph * wp + pw :], wp, gx[n, c], np.float32(0.0))
 
 
 @njit(cache=True, parallel=True, fastmath=_FAST)
@@ -271,50 +191,79 @@ def _direct_grad_weight(g, xp, gw, lay):
                         gw[o, c, a, b] += _dot(gwide, rw, src[a * dh * wp + b * dw :], s_row, s_col, rows, run)
 
 
+def _tasks(work, flops):
+    """Tasks for a parallel region: one per thread, at most ``work`` units, 1 below 2 MFLOP."""
+    return max(1, min(work, numba.get_num_threads())) if flops >= PARALLEL_FLOPS else 1
+
+
+_local = threading.local()
+
+
+def _scratch(name, size):
+    """A flat float32 work buffer of ``size`` elements, kept per thread from call to call.
+
+    A fresh multi-megabyte array comes from the operating system page by page, each page a
+    fault on first touch: on the development VM that made the CNN's second-layer backward
+    1.5x slower than with reused buffers. The buffers stay allocated (a few MB per shape
+    seen, the largest kept) and never leave this module.
+    """
+    buf = getattr(_local, name, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, np.float32)
+        setattr(_local, name, buf)
+    return buf[:size]
+
+
+def _padded(x, ph, pw, extra):
+    n, c, h, w = x.shape
+    return pad(x, ph, pw, extra, _scratch("xp", n * (c * (h + 2 * ph) * (w + 2 * pw) + extra)))
+
+
 def conv2d(x, weight, bias, sh, sw, ph, pw, dh, dw, groups):
     n, c_in, h, w = x.shape
     c_out, cpg, kh, kw = weight.shape
     lay = _layout(h, w, kh, kw, sh, sw, ph, pw, dh, dw)
     ho, wo, rw = lay[8:11]
-    opg = c_out // groups
-    xp = _pad(x, ph, pw)
-    y = np.empty((n, c_out, ho, wo), np.float32)
-    if not public.gemm_pays(cpg, kh, kw, opg):
-        _direct_forward(xp, weight, bias, y, lay)
+    y = _memory.empty((n, c_out, ho, wo))
+    if not public.gemm_pays(cpg, kh, kw, c_out // groups):
+        _direct_forward(_padded(x, ph, pw, 0), weight, bias, y, lay)
         return y
-    cols = _im2col(xp, c_in, lay)
-    k = cpg * kh * kw
-    w2 = weight.reshape(c_out, k)
-    for grp in range(groups):
-        prod = matmul(w2[grp * opg : (grp + 1) * opg], cols[grp * k : (grp + 1) * k], False, False)
-        _to_nchw(prod, y, bias, grp * opg, rw)
+    xp = _padded(x, ph, pw, gemm.slack(lay))
+    panels = n * -(-ho * rw // NR)
+    bias = np.zeros(c_out, np.float32) if bias is None else bias
+    gemm.forward(xp, weight.reshape(c_out, -1), bias, y, lay, groups, _tasks(panels, 2.0 * y.size * weight[0].size))
     return y
 
 
-def conv2d_backward(g, x, weight, sh, sw, ph, pw, dh, dw, groups, bias):
+def conv2d_backward(g, x, weight, sh, sw, ph, pw, dh, dw, groups, bias, input_grad):
     n, c_in, h, w = x.shape
     c_out, cpg, kh, kw = weight.shape
     lay = _layout(h, w, kh, kw, sh, sw, ph, pw, dh, dw)
-    rw = lay[10]
     opg = c_out // groups
     grad_b = _channel_sums(g.reshape(n, c_out, -1)) if bias else None
-    xp = _pad(x, ph, pw)
-    gx = np.empty_like(x)
-    gw = np.empty_like(weight)
+    gx = _memory.empty(x.shape) if input_grad else None
+    x_finite, w_finite = gemm.all_finite(x), gemm.all_finite(weight)
     if not public.gemm_pays(cpg, kh, kw, opg):
         # Junk positions of the direct kernels multiply zero by the weight or the input cell
         # they wrap onto, exact unless that is inf or NaN; then every row is walked separately.
-        if not (np.isfinite(x).all() and np.isfinite(weight).all()):
+        if not (x_finite and w_finite):
             lay = _layout(h, w, kh, kw, sh, sw, ph, pw, dh, dw, wide=False)
-        _direct_grad_x(g, weight, gx, lay)
-        _direct_grad_weight(g, xp, gw, lay)
+        gw = np.empty_like(weight)
+        if input_grad:
+            _direct_grad_x(g, weight, gx, lay)
+        _direct_grad_weight(g, _padded(x, ph, pw, 0), gw, lay)
         return gx, gw, grad_b
-    cols = _im2col(xp, c_in, lay)
-    gt = _from_nchw(g, rw)
+    ho, wo, rw = lay[8:11]
+    extra = gemm.slack(lay)
+    gpos = g if rw == wo else gemm.positions(g, rw, _scratch("gpos", n * c_out * ho * rw))
+    w2 = weight.reshape(c_out, -1)
+    flops = 2.0 * g.size * weight[0].size
+    if input_grad:
+        gxp = _scratch("gxp", n * (c_in * lay[6] * lay[7] + extra))
+        gxp[:] = 0.0
+        gemm.grad_x(gpos, w2, gxp, lay, groups, w_finite, _tasks(n, flops))
+        _crop(gxp, gx, ph, pw)
     k = cpg * kh * kw
-    w2, gw2 = weight.reshape(c_out, k), gw.reshape(c_out, k)
-    for grp in range(groups):
-        outs, ins = slice(grp * opg, (grp + 1) * opg), slice(grp * k, (grp + 1) * k)
-        gw2[outs] = matmul(gt[outs], cols[ins], False, True)
-        _col2im(matmul(w2[outs], gt[outs], True, False), gx, grp * cpg, lay)
-    return gx, gw, grad_b
+    gwt = np.empty((groups, k, opg), np.float32)
+    gemm.grad_w(gpos, _padded(x, ph, pw, extra), gwt, lay, groups, x_finite, _tasks(groups * -(-k // MR), flops))
+    return gx, gwt.transpose(0, 2, 1).reshape(weight.shape).copy(), grad_b

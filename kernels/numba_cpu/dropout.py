@@ -5,6 +5,8 @@ All hash arithmetic stays in uint64: Numba turns a uint64 mixed with an int64 in
 import numpy as np
 from numba import njit, prange
 
+from kernels import _memory
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
 _C2 = np.uint64(0x94D049BB133111EB)
@@ -24,12 +26,12 @@ def _dropout(x, state, threshold, scale, y, mask):
     for i in prange(x.size):
         keep = _kept(state, i, threshold)
         mask[i] = np.uint8(keep)
-        y[i] = x[i] * scale if keep else np.float32(0.0)
+        y[i] = x[i] * (scale if keep else np.float32(0.0))  # x * mask * scale: NaN stays NaN, as in PyTorch
 
 
 def dropout(x, state, threshold, scale):
-    y = np.empty_like(x)
-    mask = np.empty(x.size, np.uint8)
+    y = _memory.empty(x.shape)
+    mask = _memory.empty((x.size,), np.uint8)
     _dropout(x, np.uint64(state), np.uint64(threshold), np.float32(scale), y, mask)
     return y, mask
 
@@ -37,7 +39,7 @@ def dropout(x, state, threshold, scale):
 @njit(cache=True, parallel=True)
 def _dropout_backward(grad, mask, scale, out):
     for i in prange(grad.size):
-        out[i] = grad[i] * scale if mask[i] else np.float32(0.0)
+        out[i] = grad[i] * (scale if mask[i] else np.float32(0.0))
 
 
 def dropout_backward(grad, mask, scale):

@@ -7,6 +7,7 @@ packing, never copied.
 import numpy as np
 from numba import njit
 
+from kernels import _memory
 from kernels.numba_cpu.gemm import gemm, gemm_into
 
 
@@ -15,19 +16,11 @@ def matmul(a, b, trans_a, trans_b):
     return gemm(np.ascontiguousarray(a), np.ascontiguousarray(b), trans_a, trans_b)
 
 
-@njit(cache=True)
-def _rows_of(bias, rows):
-    """(rows, F) array whose every row is ``bias``: the GEMM then accumulates onto it."""
-    y = np.empty((rows, bias.shape[0]), np.float32)
-    for i in range(rows):
-        y[i] = bias
-    return y
-
-
 def linear(x, weight, bias):
     if bias is None:
         return gemm(x, weight, False, True)
-    y = _rows_of(bias, x.shape[0])
+    y = _memory.empty((x.shape[0], bias.shape[0]))
+    y[...] = bias  # the GEMM accumulates onto the bias rows
     gemm_into(x, weight, False, True, y, accumulate=True)
     return y
 

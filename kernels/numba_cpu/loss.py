@@ -43,7 +43,7 @@ def _derivative(op, x, t):
     if op == _MSE:
         return np.float32(2.0) * (x - t)
     if op == _L1:
-        return np.sign(x - t)
+        return np.float32(x > t) - np.float32(x < t)  # 0 for NaN, as PyTorch's sign
     if op == _BCE:
         return (x - t) / max((np.float32(1.0) - x) * x, _EPS)
     return _sigmoid(x) - t

@@ -16,6 +16,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from kernels import _memory
+
 _COLS = 64
 # Reassociation lets LLVM vectorise the sums; no nnan/ninf, so NaN and inf propagate as in PyTorch.
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
@@ -111,7 +113,7 @@ def batch_norm(x, running_mean, running_var, weight, bias, training, momentum, e
     _forward_coefficients(training, s1, s2, shift, float(n * s), _or_absent(running_mean), _or_absent(running_var),
                           training and running_mean is not None, _or_absent(weight), _or_absent(bias), momentum, eps,
                           mean, invstd, a, b, k)
-    y = np.empty_like(x)
+    y = _memory.empty(x.shape)
     _combine(x, x, mean, a, b, k, y)
     return y, mean, invstd
 
@@ -139,6 +141,6 @@ def batch_norm_backward(g, x, weight, save_mean, save_invstd, training):
         _sums(g, np.zeros(c, np.float32), x, save_mean, max(1, _COLS // s), s1, s2)
     _backward_coefficients(s1, s2, float(n * s), _or_absent(weight), save_invstd, training, a, b, k,
                            _or_absent(grad_weight), _or_absent(grad_bias))
-    grad_x = np.empty_like(x)
+    grad_x = _memory.empty(x.shape)
     _combine(g, x, save_mean, a, b, k, grad_x)
     return grad_x, grad_weight, grad_bias

@@ -17,6 +17,7 @@ sums (``reassoc``), nothing more.
 import numpy as np
 from numba import njit, prange
 
+from kernels import _memory
 from kernels.pool import out_size
 
 _U = np.uint64  # index type: unsigned indices skip Numba's negative-index wraparound
@@ -107,20 +108,26 @@ def _max_pool(x, y, idx, kh, kw, sh, sw, ph, pw, with_idx):
 def max_pool2d(x, kh, kw, sh, sw, ph, pw, return_indices):
     p, h, w = x.shape
     shape = (p, *out_size(h, w, kh, kw, sh, sw, ph, pw))
-    y = np.empty(shape, np.float32)
-    idx = np.empty(shape if return_indices else (1, 1, 1), np.int64)  # never written when unused
+    y = _memory.empty(shape)
+    idx = _memory.empty(shape, np.int64) if return_indices else np.empty((1, 1, 1), np.int64)  # never written when unused
     _max_pool(x, y, idx, kh, kw, sh, sw, ph, pw, return_indices)
     return y, (idx if return_indices else None)
 
 
 @njit(cache=True, parallel=True)
-def max_pool2d_backward(g, idx, h, w):
+def _max_pool_backward(g, idx, gx):
     p, ho, wo = g.shape
-    gx = np.zeros((p, h, w), np.float32)
+    h, w = gx.shape[1:]
     gf, kf, xf = g.reshape(-1), idx.reshape(-1), gx.reshape(-1)
     for q in prange(p):
+        xf[q * h * w : (q + 1) * h * w] = 0.0
         for o in range(q * ho * wo, (q + 1) * ho * wo):
             xf[_U(q * h * w + kf[_U(o)])] += gf[_U(o)]
+
+
+def max_pool2d_backward(g, idx, h, w):
+    gx = _memory.empty((g.shape[0], h, w))
+    _max_pool_backward(g, idx, gx)
     return gx
 
 
@@ -177,21 +184,27 @@ def _avg_pool(x, y, kh, kw, sh, sw, ph, pw, count_include_pad):
 
 def avg_pool2d(x, kh, kw, sh, sw, ph, pw, count_include_pad):
     p, h, w = x.shape
-    y = np.empty((p, *out_size(h, w, kh, kw, sh, sw, ph, pw)), np.float32)
+    y = _memory.empty((p, *out_size(h, w, kh, kw, sh, sw, ph, pw)))
     _avg_pool(x, y, kh, kw, sh, sw, ph, pw, count_include_pad)
     return y
 
 
 @njit(cache=True, parallel=True)
-def avg_pool2d_backward(g, h, w, kh, kw, sh, sw, ph, pw, count_include_pad):
+def _avg_pool_backward(g, gx, kh, kw, sh, sw, ph, pw, count_include_pad):
     p, ho, wo = g.shape
-    gx = np.zeros((p, h, w), np.float32)
+    h, w = gx.shape[1:]
     gf, xf = g.reshape(-1), gx.reshape(-1)
     for q in prange(p):
+        xf[q * h * w : (q + 1) * h * w] = 0.0
         for oh in range(ho):
             h0, h1 = _span(oh, sh, ph, kh, h)
             for ow in range(wo):
                 w0, w1 = _span(ow, sw, pw, kw, w)
                 share = gf[_U((q * ho + oh) * wo + ow)] / _divisor(h0, h1, w0, w1, kh, kw, count_include_pad)
                 _window_add(xf, q * h * w, h0, h1, w0, w1, w, share)
+
+
+def avg_pool2d_backward(g, h, w, kh, kw, sh, sw, ph, pw, count_include_pad):
+    gx = _memory.empty((g.shape[0], h, w))
+    _avg_pool_backward(g, gx, kh, kw, sh, sw, ph, pw, count_include_pad)
     return gx

@@ -115,17 +115,19 @@ def conv2d(x, weight, bias, sh, sw, ph, pw, dh, dw, groups):
     return result(y, on_host)
 
 
-def conv2d_backward(g, x, weight, sh, sw, ph, pw, dh, dw, groups, bias):
+def conv2d_backward(g, x, weight, sh, sw, ph, pw, dh, dw, groups, bias, input_grad):
     (g, x, weight), on_host = to_device(g, x, weight)
-    gx = cuda.device_array(x.shape, np.float32)
+    gx = None
+    if input_grad:
+        gx = cuda.device_array(x.shape, np.float32)
+        _launch_over(_grad_x, gx, g, weight, gx, sh, sw, ph, pw, dh, dw)
     gw = cuda.device_array(weight.shape, np.float32)
-    _launch_over(_grad_x, gx, g, weight, gx, sh, sw, ph, pw, dh, dw)
     _launch_over(_grad_weight, gw, g, x, gw, sh, sw, ph, pw, dh, dw)
     gb = None
     if bias:
         gb = cuda.device_array(weight.shape[0], np.float32)
         _launch_over(_grad_bias, gb, g, gb)
-    return result(gx, on_host), result(gw, on_host), None if gb is None else result(gb, on_host)
+    return (None if gx is None else result(gx, on_host)), result(gw, on_host), None if gb is None else result(gb, on_host)
 
 
 _ARRAY4 = "float32[:, :, :, ::1]"

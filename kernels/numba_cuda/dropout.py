@@ -22,14 +22,14 @@ def _dropout(x, state, threshold, scale, y, mask):
     if i < x.size:
         keep = _kept(state, i, threshold)
         mask[i] = uint8(keep)
-        y[i] = x[i] * scale if keep else float32(0.0)
+        y[i] = x[i] * (scale if keep else float32(0.0))  # x * mask * scale: NaN stays NaN, as in PyTorch
 
 
 @cuda.jit
 def _dropout_backward(grad, mask, scale, out):
     i = cuda.grid(1)
     if i < grad.size:
-        out[i] = grad[i] * scale if mask[i] else float32(0.0)
+        out[i] = grad[i] * (scale if mask[i] else float32(0.0))
 
 
 def dropout(x, state, threshold, scale):

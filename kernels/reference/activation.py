@@ -2,7 +2,9 @@
 elementwise ops take 1-D arrays, softmax ops (rows, cols) arrays reduced along axis 1.
 
 Every branch is written so that the branch not taken cannot overflow (``np.where`` evaluates
-both): exponentials only ever see non-positive arguments.
+both): exponentials only ever see non-positive arguments. Their underflow to 0 for very negative
+arguments is the correctly rounded result, so ``quiet_exp`` keeps NumPy from reporting it (a
+caller's ``np.errstate(all="raise")`` would make it an error).
 """
 import math
 
@@ -14,6 +16,12 @@ SQRT_HALF = math.sqrt(0.5)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 TANH_K = math.sqrt(2.0 / math.pi)
 TANH_C = 0.044715
+
+
+def quiet_exp(x):
+    """``np.exp``, its underflow to 0 not reported."""
+    with np.errstate(under="ignore"):
+        return np.exp(x)
 
 
 def leaky_relu(x, negative_slope):
@@ -30,7 +38,7 @@ def elu(x, alpha, scale):
 
 
 def elu_backward(g, x, alpha, scale):
-    return g * (scale * np.where(x > 0, 1, alpha * np.exp(np.minimum(x, 0))))
+    return g * (scale * np.where(x > 0, 1, alpha * quiet_exp(np.minimum(x, 0))))
 
 
 def _normal_cdf(x):
@@ -52,12 +60,12 @@ def gelu_backward(g, x, tanh_approx):
         t = _tanh_inner(x)
         dinner = TANH_K * (1 + 3 * TANH_C * x * x)
         return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner)
-    pdf = INV_SQRT_2PI * np.exp(-0.5 * x * x)
+    pdf = INV_SQRT_2PI * quiet_exp(-0.5 * x * x)
     return g * (_normal_cdf(x) + x * pdf)
 
 
 def sigmoid(x):
-    e = np.exp(-np.abs(x))  # in (0, 1]: never overflows
+    e = quiet_exp(-np.abs(x))  # in [0, 1]: never overflows
     return np.where(x >= 0, 1, e) / (1 + e)
 
 
@@ -76,7 +84,7 @@ def tanh_backward(g, y):
 def softmax(x, log):
     """Row-wise softmax (or log-softmax when ``log``) of x (rows, cols)."""
     z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
+    e = quiet_exp(z)
     s = e.sum(axis=1, keepdims=True)
     return z - np.log(s) if log else e / s
 
@@ -84,5 +92,5 @@ def softmax(x, log):
 def softmax_backward(g, y, log):
     """Row-wise input gradient from the output y (rows, cols) of softmax (or log-softmax)."""
     if log:
-        return g - np.exp(y) * g.sum(axis=1, keepdims=True)
+        return g - quiet_exp(y) * g.sum(axis=1, keepdims=True)
     return y * (g - (g * y).sum(axis=1, keepdims=True))

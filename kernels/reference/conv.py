@@ -35,8 +35,8 @@ def conv2d(x, weight, bias, sh, sw, ph, pw, dh, dw, groups):
     return y
 
 
-def conv2d_backward(g, x, weight, sh, sw, ph, pw, dh, dw, groups, bias):
-    """g (N, C_out, H_out, W_out) -> (grad_x like x, grad_weight like weight, grad_bias (C_out,) or None)."""
+def conv2d_backward(g, x, weight, sh, sw, ph, pw, dh, dw, groups, bias, input_grad):
+    """g (N, C_out, H_out, W_out) -> (grad_x like x or None, grad_weight like weight, grad_bias (C_out,) or None)."""
     n, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
     ho, wo = g.shape[2:]
@@ -45,7 +45,11 @@ def conv2d_backward(g, x, weight, sh, sw, ph, pw, dh, dw, groups, bias):
     grad_cols = np.empty((n, c_in, ho, wo, kh, kw), x.dtype)
     for cin, cout in _group_slices(groups, c_in, c_out):
         grad_w[cout] = np.einsum("nohw,nchwab->ocab", g[:, cout], cols[:, cin], optimize=True)
-        grad_cols[:, cin] = np.einsum("nohw,ocab->nchwab", g[:, cout], weight[cout], optimize=True)
+        if input_grad:
+            grad_cols[:, cin] = np.einsum("nohw,ocab->nchwab", g[:, cout], weight[cout], optimize=True)
+    grad_b = g.sum(axis=(0, 2, 3)) if bias else None
+    if not input_grad:
+        return None, grad_w, grad_b
     # col2im: each window position adds its gradient back to the padded input cell it read.
     grad_xp = np.zeros((n, c_in, h + 2 * ph, w + 2 * pw), x.dtype)
     for a in range(kh):
@@ -54,4 +58,4 @@ def conv2d_backward(g, x, weight, sh, sw, ph, pw, dh, dw, groups, bias):
             columns = slice(b * dw, b * dw + sw * (wo - 1) + 1, sw)
             grad_xp[:, :, rows, columns] += grad_cols[..., a, b]
     grad_x = np.ascontiguousarray(grad_xp[:, :, ph : ph + h, pw : pw + w])
-    return grad_x, grad_w, g.sum(axis=(0, 2, 3)) if bias else None
+    return grad_x, grad_w, grad_b

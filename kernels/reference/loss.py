@@ -1,15 +1,18 @@
 """NumPy reference (the specification) of the losses: one loss per row (cross-entropy) or per
 element, and the input gradient given ``(grad, input, target, scale)`` as ``kernels.loss`` says.
 
-Computed in the input dtype. Class-index targets are the one-hot case of probability targets.
+Computed in the input dtype. The gradients of class-index targets are the one-hot case of
+probability targets'.
 """
 import numpy as np
+
+from kernels.reference.activation import quiet_exp
 
 
 def _log_softmax(x):
     """(N, C) -> (N, C); the row maximum is subtracted first so exp never overflows."""
     z = x - x.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return z - np.log(quiet_exp(z).sum(axis=1, keepdims=True))
 
 
 def _one_hot(target, x):
@@ -29,14 +32,18 @@ def cross_entropy_prob(x, target):
 
 
 def cross_entropy_index(x, target):
-    """x (N, C) logits, target (N,) class indices -> (N,) losses."""
-    return cross_entropy_prob(x, _one_hot(target, x))
+    """x (N, C) logits, target (N,) class indices -> (N,) losses.
+
+    The target's entry is picked out rather than weighted by a one-hot row, so a logit of -inf
+    in another class gives a finite loss (0 * -inf would be NaN), as in PyTorch.
+    """
+    return -_log_softmax(x)[np.arange(x.shape[0]), target]
 
 
 def cross_entropy_prob_backward(grad, x, target, scale):
     """-> (N, C): g * (softmax(x) * sum(target) - target) row by row."""
     g = _upstream(grad, scale, x)[:, None]
-    p = np.exp(_log_softmax(x))
+    p = quiet_exp(_log_softmax(x))
     return g * (p * target.sum(axis=1, keepdims=True) - target)
 
 
@@ -57,7 +64,8 @@ def l1_loss(x, t):
 
 
 def l1_loss_backward(grad, x, t, scale):
-    return _upstream(grad, scale, x) * np.sign(x - t)
+    """sign(x - t) as PyTorch's: 0 where x == t, and 0 where x - t is NaN (np.sign gives NaN)."""
+    return _upstream(grad, scale, x) * ((x > t).astype(x.dtype) - (x < t))
 
 
 def binary_cross_entropy(x, t):
@@ -75,12 +83,12 @@ def binary_cross_entropy_backward(grad, x, t, scale):
 
 
 def binary_cross_entropy_with_logits(x, t):
-    return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+    return np.maximum(x, 0) - x * t + np.log1p(quiet_exp(-np.abs(x)))
 
 
 def _sigmoid(x):
     """exp of a non-positive number only, so no overflow for either sign."""
-    e = np.exp(-np.abs(x))
+    e = quiet_exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
