@@ -1,4 +1,5 @@
-"""Output arrays of the CPU kernels, recycled once nothing outside this module refers to them.
+"""Output and work arrays of the CPU kernels, recycled once nothing outside this module refers
+to them.
 
 A training step allocates the same large arrays step after step (activations, gradients). Each
 fresh multi-megabyte NumPy array comes from the operating system page by page, and glibc hands

@@ -22,8 +22,6 @@ weight) the rows are walked one by one instead; ``conv_gemm`` zeroes both sides.
 still propagate. Loops index slices that start at the block, not base + offset: Numba's
 negative-index handling on a computed index blocks vectorisation (3x slower im2col measured).
 """
-import threading
-
 import numba
 import numpy as np
 from numba import njit, prange
@@ -196,27 +194,9 @@ def _tasks(work, flops):
     return max(1, min(work, numba.get_num_threads())) if flops >= PARALLEL_FLOPS else 1
 
 
-_local = threading.local()
-
-
-def _scratch(name, size):
-    """A flat float32 work buffer of ``size`` elements, kept per thread from call to call.
-
-    A fresh multi-megabyte array comes from the operating system page by page, each page a
-    fault on first touch: on the development VM that made the CNN's second-layer backward
-    1.5x slower than with reused buffers. The buffers stay allocated (a few MB per shape
-    seen, the largest kept) and never leave this module.
-    """
-    buf = getattr(_local, name, None)
-    if buf is None or buf.size < size:
-        buf = np.empty(size, np.float32)
-        setattr(_local, name, buf)
-    return buf[:size]
-
-
 def _padded(x, ph, pw, extra):
     n, c, h, w = x.shape
-    return pad(x, ph, pw, extra, _scratch("xp", n * (c * (h + 2 * ph) * (w + 2 * pw) + extra)))
+    return pad(x, ph, pw, extra, _memory.empty((n * (c * (h + 2 * ph) * (w + 2 * pw) + extra),)))
 
 
 def conv2d(x, weight, bias, sh, sw, ph, pw, dh, dw, groups):
@@ -255,15 +235,15 @@ def conv2d_backward(g, x, weight, sh, sw, ph, pw, dh, dw, groups, bias, input_gr
         return gx, gw, grad_b
     ho, wo, rw = lay[8:11]
     extra = gemm.slack(lay)
-    gpos = g if rw == wo else gemm.positions(g, rw, _scratch("gpos", n * c_out * ho * rw))
+    gpos = g if rw == wo else gemm.positions(g, rw, _memory.empty((n * c_out * ho * rw,)))
     w2 = weight.reshape(c_out, -1)
     flops = 2.0 * g.size * weight[0].size
     if input_grad:
-        gxp = _scratch("gxp", n * (c_in * lay[6] * lay[7] + extra))
+        gxp = _memory.empty((n * (c_in * lay[6] * lay[7] + extra),))
         gxp[:] = 0.0
         gemm.grad_x(gpos, w2, gxp, lay, groups, w_finite, _tasks(n, flops))
         _crop(gxp, gx, ph, pw)
     k = cpg * kh * kw
     gwt = np.empty((groups, k, opg), np.float32)
     gemm.grad_w(gpos, _padded(x, ph, pw, extra), gwt, lay, groups, x_finite, _tasks(groups * -(-k // MR), flops))
-    return gx, gwt.transpose(0, 2, 1).reshape(weight.shape).copy(), grad_b
+    return gx, np.ascontiguousarray(gwt.transpose(0, 2, 1)).reshape(weight.shape), grad_b
