@@ -5,8 +5,8 @@ cffi) and ``cuda`` (Numba CUDA). Each public function takes ``backend=None``; th
 from ``use_backend`` blocks, then ``$PYNN_BACKEND``, then numba, c, numpy in that order, and
 device arrays go to ``cuda``.
 """
-from kernels._dispatch import BACKENDS, backends, default_backend, use_backend
-from kernels.linear import linear, linear_backward, matmul
+from kernels._dispatch import BACKENDS, backends, default_backend, is_usable, use_backend
+from kernels.linear import linear, linear_backward, matmul, mlp, mlp_backward
 from kernels.dropout import dropout, dropout_backward
 from kernels.activation import (
     elu, elu_backward, gelu, gelu_backward, leaky_relu, leaky_relu_backward, log_softmax,

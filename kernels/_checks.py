@@ -16,11 +16,15 @@ _F32 = (np.dtype(np.float32),)
 
 
 def _as_array(x, name):
-    if isinstance(x, np.ma.MaskedArray):
-        raise TypeError(f"{name} is a masked array, whose mask the kernels would ignore; pass {name}.filled(value)")
+    if type(x) is np.ndarray:
+        return x
     if isinstance(x, np.ndarray):
+        # Only a subclass can be masked; asking first keeps numpy.ma (tens of ms to import)
+        # out of a process that never makes one.
+        if isinstance(x, np.ma.MaskedArray):
+            raise TypeError(f"{name} is a masked array, whose mask the kernels would ignore; pass {name}.filled(value)")
         # Subclasses (np.matrix, np.memmap) change what reshape and reductions mean: plain view.
-        return x if type(x) is np.ndarray else x.view(np.ndarray)
+        return x.view(np.ndarray)
     if is_device_array(x):
         from numba import cuda
 
@@ -73,7 +77,7 @@ def shaped(x, name, *, ndim=None, min_ndim=None, shape=None, like=None):
     if min_ndim is not None and x.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
     if shape is not None:
-        ok = len(shape) == x.ndim and all(s is None or s == t for s, t in zip(shape, x.shape))
+        ok = shape == x.shape or len(shape) == x.ndim and all(s is None or s == t for s, t in zip(shape, x.shape))
         if not ok:
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
             source = f", to match {like}" if like else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import importlib.util
 import os
@@ -39,7 +40,8 @@ def _module(backend: str):
     return mod
 
 
-def _usable(backend: str) -> bool:
+def is_usable(backend: str) -> bool:
+    """Whether ``backend`` (a name from ``BACKENDS``) runs here; imports that backend only."""
     try:
         mod = _module(backend)
     except RuntimeError:
@@ -55,7 +57,7 @@ def backends() -> list[str]:
     GPU, or the simulator (``NUMBA_ENABLE_CUDASIM=1``). Importing a backend to test it costs its
     import time once.
     """
-    return [b for b in BACKENDS if _usable(b)]
+    return [b for b in BACKENDS if is_usable(b)]
 
 
 def _check_name(backend: str) -> str:
@@ -76,6 +78,13 @@ def default_backend() -> str:
     env = os.environ.get("PYNN_BACKEND")
     if env:
         return _check_name(env)
+    return _installed_default()
+
+
+@functools.cache
+def _installed_default() -> str:
+    # Cached: a module search costs about 80 us, and every kernel call outside a
+    # ``use_backend`` block asks.
     if importlib.util.find_spec("numba") is not None:
         return "numba"
     if importlib.util.find_spec("kernels._ckernels") is not None:
@@ -110,8 +119,9 @@ def resolve(backend: str | None, *arrays) -> str:
     """Name the backend for one call: the explicit one, else cuda for device arrays, else the default."""
     if backend is not None:
         return _check_name(backend)
-    if any(is_device_array(a) for a in arrays):
-        return "cuda"
+    for a in arrays:  # every kernel call passes here: a loop, not a generator, and ndarrays first
+        if type(a) is not np.ndarray and is_device_array(a):
+            return "cuda"
     return default_backend()
 
 
@@ -119,7 +129,7 @@ def implementation(family: str, op: str, backend: str):
     """Return the function implementing ``op`` of ``family`` on ``backend`` (a resolved name)."""
     fn = _table.get((op, backend))
     if fn is None:
-        if not _usable(backend):
+        if not is_usable(backend):
             raise RuntimeError(f"backend {backend!r} is not usable here; usable: {', '.join(backends())}")
         mod = importlib.import_module(f"{_MODULES[backend]}.{family}")
         fn = getattr(mod, op, None)

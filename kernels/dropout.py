@@ -29,9 +29,21 @@ def mix_seed(seed: int) -> int:
     return z ^ (z >> 31)
 
 
-def _rate(p) -> tuple[int, float]:
-    p = ck.real(p, "p", low=0.0, high=1.0)
+def _rate(p, name: str = "p") -> tuple[int, float]:
+    p = ck.real(p, name, low=0.0, high=1.0)
     return round(p * (1 << 24)), (0.0 if p == 1.0 else 1.0 / (1.0 - p))
+
+
+def hash_params(p, seed, name: str = "") -> tuple[int, int, float]:
+    """Check ``p`` and ``seed`` (named ``name + "p"`` and ``name + "seed"`` in errors) and return
+    the backend kernels' arguments ``(state, threshold, scale)``: the mixed seed, the 24-bit
+    drop threshold and the scale of kept elements."""
+    threshold, scale = _rate(p, name + "p")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name}seed must be an int, got {type(seed).__name__}")
+    if not 0 <= int(seed) <= _M64:
+        raise ValueError(f"{name}seed must lie in [0, 2**64), got {seed}")
+    return mix_seed(int(seed)), threshold, scale
 
 
 def dropout(x, p: float = 0.5, training: bool = True, *, seed: int, backend: str | None = None):
@@ -45,16 +57,12 @@ def dropout(x, p: float = 0.5, training: bool = True, *, seed: int, backend: str
     Raises ValueError for p outside [0, 1] or a seed outside [0, 2**64), TypeError for a
     non-integer seed, and the array errors of ``kernels._checks``.
     """
-    threshold, scale = _rate(p)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if not 0 <= int(seed) <= _M64:
-        raise ValueError(f"seed must lie in [0, 2**64), got {seed}")
+    state, threshold, scale = hash_params(p, seed)
     be = resolve(backend, x)
     x = ck.float_array(x, "x", be)
     if not training or threshold == 0:
         return x, None
-    y, mask = _impl("dropout", be)(x.reshape(-1), mix_seed(int(seed)), threshold, scale)
+    y, mask = _impl("dropout", be)(x.reshape(-1), state, threshold, scale)
     return y.reshape(x.shape), mask.reshape(x.shape)
 
 

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 import kernels
 from pynn import optim
@@ -54,6 +53,8 @@ class _EpochReport(Callback):
         self.x_test, self.y_test = x_test, y_test
 
     def on_epoch_end(self, epoch, logs, model):
+        from tqdm import tqdm  # training only: predict and eval start faster without it
+
         logs["test_accuracy"] = accuracy(self.y_test, predict(model, self.x_test))
         tqdm.write(
             f"epoch {epoch}: train loss {logs['train_loss']:.4f}, "
@@ -216,8 +217,8 @@ def _predict(args) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     backend = argparse.ArgumentParser(add_help=False)
-    backend.add_argument("--backend", default="numba", choices=kernels.BACKENDS,
-                         help="kernel implementation to run on (default: numba)")
+    backend.add_argument("--backend", choices=kernels.BACKENDS,
+                         help="kernel implementation to run on (default: $PYNN_BACKEND, else numba)")
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files; only this folder is "
                       "searched, and the embedded 10,000 images are used when it lacks them")
@@ -228,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     # (TRAIN_DEFAULTS fills them in).
     train = sub.add_parser("train", parents=[data], help="train a classifier on Fashion-MNIST")
     train.add_argument("--backend", choices=kernels.BACKENDS,
-                       help=f"kernel implementation to run on (default: {TRAIN_DEFAULTS['backend']})")
+                       help="kernel implementation to run on (default: $PYNN_BACKEND, else numba)")
     train.add_argument("--model", choices=list(MODELS),
                        help="mlp: 784-256-128-10; cnn: two conv+pool layers, 128-10; "
                        "resnet: a small ResNet with batch norm (default: mlp)")
@@ -266,6 +267,26 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("model_dir")
     pr.add_argument("file")
     pr.set_defaults(run=_predict)
+
+    from pynn import bench  # light to import: Numba and PyTorch load only when a benchmark runs
+
+    bn = sub.add_parser("bench", help="time every kernel and backend against NumPy, PyTorch and the roofline",
+                        description="Measure this machine's FMA peak and STREAM bandwidth, then time every "
+                        "kernel on every backend beside plain NumPy and PyTorch: prints a table, writes the report "
+                        "as JSON and a roofline chart as PNG.", epilog=bench.SHAPE_HELP,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    bn.add_argument("--backend", dest="backends", action="append", choices=kernels.BACKENDS,
+                    help="a backend to time, repeatable (default: every usable backend but cuda)")
+    bn.add_argument("--op", dest="ops", action="append", choices=list(bench.OPS), metavar="NAME",
+                    help=f"only this op, repeatable: {', '.join(bench.OPS)} (default: all)")
+    bn.add_argument("--shape", dest="shapes", action="append", default=[], metavar="OP:DIMS",
+                    help="time OP at DIMS instead of the default shapes, repeatable; e.g. matmul:512x512x512 "
+                    "(grammar below)")
+    bn.add_argument("--json", default="bench.json", metavar="PATH", help="the report (default: bench.json)")
+    bn.add_argument("--png", default="roofline.png", metavar="PATH", help="the roofline chart (default: roofline.png)")
+    bn.add_argument("--quick", action="store_true", help="a few ms per contender: a smoke run, not a measurement")
+    # main() runs every command inside one default backend; bench names the backend of each call.
+    bn.set_defaults(run=bench.command, backend=None)
     return parser
 
 
@@ -279,12 +300,14 @@ def main(argv=None) -> int:
                 parser.error(f"{flag} must be a positive integer, got {value}")
         if args.resume is not None and args.out is not None:
             parser.error("--resume OUT writes to OUT; leave out --out")
+    if args.command != "train" or args.resume is None:
+        args.backend = args.backend or kernels.default_backend()
     try:
         if args.command == "train":
             _resolve_train_args(args)
-        usable = kernels.backends()
-        if args.backend not in usable:
-            parser.error(f"backend {args.backend!r} is not usable here; usable backends: {', '.join(usable)}")
+        # Only the chosen backend is imported: start-up never pays for the others.
+        if not kernels.is_usable(args.backend):
+            parser.error(f"backend {args.backend!r} is not usable here; usable backends: {', '.join(kernels.backends())}")
         with kernels.use_backend(args.backend):
             return args.run(args)
     except BrokenPipeError:

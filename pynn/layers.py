@@ -1,4 +1,5 @@
-"""Layers: Linear, the elementwise and softmax activations, Dropout and Flatten.
+"""Layers: Linear, the elementwise and softmax activations, Dropout and Flatten; and the fused
+dense stack (``DenseStack``) through which ``Sequential`` runs MLPs of these layers.
 
 Every layer computes through the public ops of ``kernels`` with the ambient backend (a
 ``kernels.use_backend`` block, ``$PYNN_BACKEND``, or numba > c > numpy), so a model runs on
@@ -16,9 +17,13 @@ import numpy as np
 
 import kernels
 from kernels import _checks as ck
+from kernels.dropout import mix_seed
 from pynn import init
 from pynn.module import Module, Parameter, register
 from pynn.random import draw_seed
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_M64 = (1 << 64) - 1
 
 
 def _size(value, name: str) -> int:
@@ -182,8 +187,8 @@ class Dropout(Module):
     probability ``p`` and scale the rest by ``1 / (1 - p)``; the identity in eval mode.
 
     A base seed is drawn from ``pynn.random`` at construction; the k-th training forward uses
-    a kernel seed derived from (base seed, k), so masks differ between calls yet a seeded run
-    repeats exactly on every backend. Raises ValueError for p outside [0, 1].
+    the k-th output of splitmix64 (Steele, Lea & Flood 2014) seeded with it as the kernel seed,
+    so masks differ between calls yet a seeded run repeats exactly on every backend. Raises ValueError for p outside [0, 1].
     """
 
     _hyper = ("p",)
@@ -195,9 +200,9 @@ class Dropout(Module):
         self.calls = 0
 
     def _next_seed(self) -> int:
-        seq = np.random.SeedSequence(self.seed, spawn_key=(self.calls,))
+        # Counter-based, so cheap: a SeedSequence spawn per call cost about 25 us.
         self.calls += 1
-        return int(seq.generate_state(1, np.uint64)[0])
+        return mix_seed((self.seed + self.calls * _GOLDEN) & _M64)
 
     def forward(self, x):
         seed = self._next_seed() if self.training else self.seed
@@ -244,3 +249,80 @@ class Flatten(Module):
         if grad_output.shape != self._out:
             raise ValueError(f"grad_output must have the output's shape {self._out}, got {grad_output.shape}")
         return grad_output.reshape(shape)
+
+
+class DenseStack:
+    """A Sequential's children of the form [Flatten] Linear [ReLU] [Dropout] ... Linear, run as
+    one ``kernels.mlp`` forward and one ``kernels.mlp_backward``: the fused MLP step.
+
+    Built by ``dense_stack`` (or None when the children do not have that form); ``Sequential``
+    uses it in both modes. The results equal the layers' own forward and backward bit for bit
+    (Dropout draws its seeds as its forward does, the gradients accumulate into
+    ``Parameter.grad``), but the children's own saved state is not set: backpropagate through
+    the Sequential, not through one child.
+    """
+
+    def __init__(self, flatten, linears, relus, dropouts, training):
+        self.flatten, self.linears, self.dropouts = flatten, linears, dropouts
+        self.activation = "relu" if relus else "none"
+        self.training = training
+        self._saved = None
+
+    def forward(self, x):
+        # Flatten(1, -1) of an array is this reshape; anything else gets Flatten's own errors.
+        flat = self.flatten and isinstance(x, np.ndarray) and x.ndim >= 2 and x.size > 0
+        xs = x.reshape(len(x), -1) if flat else self.flatten(x) if self.flatten else x
+        weights = [m.weight.data for m in self.linears]
+        biases = [None if m.bias is None else m.bias.data for m in self.linears]
+        dropout = [(d.p, d._next_seed()) if d is not None and self.training else None for d in self.dropouts]
+        y, hidden = kernels.mlp(xs, weights, biases, activation=self.activation, dropout=dropout, return_hidden=True)
+        self._saved = (x.shape, xs, weights, hidden, dropout)
+        return y
+
+    def backward(self, grad_output, input_grad: bool = True):
+        if self._saved is None:
+            raise RuntimeError("Sequential.backward called before forward")
+        shape, xs, weights, hidden, dropout = self._saved
+        gx, gws, gbs = kernels.mlp_backward(grad_output, xs, weights, hidden, activation=self.activation,
+                                            dropout=dropout, input_grad=input_grad)
+        for m, gw, gb in zip(self.linears, gws, gbs):
+            m.weight.grad += gw
+            if m.bias is not None:
+                m.bias.grad += gb
+        if not input_grad:
+            return None
+        return gx.reshape(shape)
+
+
+def dense_stack(seq) -> DenseStack | None:
+    """The ``DenseStack`` of a Sequential's children, or None when they are not, all in one
+    mode and of exactly these classes, an optional ``Flatten()`` (dims 1 to -1) followed by
+    Linear layers, each but the last followed by a ReLU (all or none of them) and then an
+    optional Dropout; in eval mode, where Dropout is the identity, Dropouts may stand anywhere.
+    """
+    mods = list(seq)
+    if not mods or len({m.training for m in mods}) != 1:
+        return None
+    training = mods[0].training
+    if not training:
+        mods = [m for m in mods if type(m) is not Dropout]  # the identity in eval mode
+    flatten = None
+    if mods and type(mods[0]) is Flatten and (mods[0].start_dim, mods[0].end_dim) == (1, -1):
+        flatten, mods = mods[0], mods[1:]
+    groups = []  # [Linear, ReLU or None, Dropout or None]
+    for m in mods:
+        kind = type(m)
+        if kind is Linear:
+            groups.append([m, None, None])
+        elif groups and kind is ReLU and groups[-1][1] is None and groups[-1][2] is None:
+            groups[-1][1] = m
+        elif groups and kind is Dropout and groups[-1][2] is None:
+            groups[-1][2] = m
+        else:
+            return None
+    if not groups or groups[-1][1] is not None or (training and groups[-1][2] is not None):
+        return None
+    relus = {g[1] is not None for g in groups[:-1]}
+    if len(relus) > 1:
+        return None
+    return DenseStack(flatten, [g[0] for g in groups], relus == {True}, [g[2] for g in groups[:-1]], training)

@@ -269,7 +269,9 @@ class Sequential(Module):
     """Modules applied in order; children are named ``"0"``, ``"1"``, ... as in PyTorch.
 
     Supports ``len``, iteration, integer indexing and slicing (a new Sequential sharing the
-    modules). ``backward`` runs the children's backward passes in reverse order; with
+    modules). Children that form a dense stack, [Flatten] Linear [ReLU] [Dropout] ... Linear
+    (``pynn.layers.dense_stack``), run as one ``kernels.mlp`` call forward and one
+    ``kernels.mlp_backward`` call backward, with the layers' results bit for bit. ``backward`` runs the children's backward passes in reverse order; with
     ``input_grad=False`` (``fit`` passes it: the input is data) it stops at the first child with
     parameters, which computes only their gradients, and returns None.
     """
@@ -296,11 +298,23 @@ class Sequential(Module):
         return Sequential(*mods[index]) if isinstance(index, slice) else mods[index]
 
     def forward(self, x):
+        from pynn.layers import dense_stack  # pynn.layers builds on this module
+
+        # The plan depends on the children and their modes only: rebuilt when one changes.
+        key = tuple((id(m), m.training) for m in self._modules.values())
+        if self.__dict__.get("_stack_key") != key:
+            self.__dict__.update(_stack_key=key, _plan=dense_stack(self))
+        stack = self.__dict__["_stack"] = self._plan  # state, not a child: no registration
+        if stack is not None:
+            return stack.forward(x)
         for m in self:
             x = m(x)
         return x
 
     def backward(self, grad_output, input_grad: bool = True):
+        stack = self.__dict__.get("_stack")
+        if stack is not None:
+            return stack.backward(grad_output, input_grad)
         layers = list(self)
         first = 0
         if not input_grad:  # layers before the first with parameters would only carry dx: skip them

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pynn.datasets import DataLoader
 from pynn.random import get_rng_state, set_rng_state
@@ -217,6 +216,8 @@ class _Run:
 
     def train_epoch(self, epoch: int, epochs: int, progress: bool) -> tuple[float, int, float]:
         """The rest of one pass over the loader: returns (mean loss, samples, seconds)."""
+        from tqdm import tqdm  # here, not at the top: prediction never pays its import
+
         n = len(self.loader)
         self.started = time.perf_counter()
         bar = tqdm(self.loader, total=n, initial=self.batch, desc=f"epoch {epoch}/{epochs}", unit="batch",

@@ -172,12 +172,39 @@ def _optim(fn, states, bad, **hyper):
     return Op(fn, args, lambda s: dict(hyper), bad, inplace=("param", *states))
 
 
+def _mlp(x, *, backend, activation="relu", dropout=None, **layers):
+    """``kernels.mlp`` over two layers whose arrays arrive as ``weights[i]``/``biases[i]``, the
+    names its messages use."""
+    return K.mlp(x, [layers["weights[0]"], layers["weights[1]"]], [layers["biases[0]"], layers["biases[1]"]],
+                 activation=activation, dropout=dropout, backend=backend)
+
+
+def _mlp_backward(grad_output, x, *, backend, activation="relu", dropout=None, **layers):
+    """``kernels.mlp_backward`` of a two-layer stack, arrays named as its messages name them;
+    returns its arrays as one flat tuple."""
+    gx, gws, gbs = K.mlp_backward(grad_output, x, [layers["weights[0]"], layers["weights[1]"]], [layers["hidden[0]"]],
+                                  activation=activation, dropout=dropout, backend=backend)
+    return (gx, *gws, *gbs)
+
+
+DROPOUT_SPEC = [([(1.5, 7)], ValueError), ([(0.5, -1)], ValueError), ([(0.5, 1.5)], TypeError), ([0.5], TypeError),
+                ([], ValueError), ("0.5", TypeError)]
+
 K = kernels
 OPS = {
     "matmul": Op(K.matmul, {"a": _float("M", "K"), "b": _float("K", "N")}),
     "linear": Op(K.linear, {"x": _act("N", "I"), "weight": _float("O", "I"), "bias": _float("O")}),
     "linear_backward": Op(K.linear_backward,
                           {"grad_output": _act("N", "O"), "x": _act("N", "I"), "weight": _float("O", "I")}),
+    "mlp": Op(_mlp, {"x": _act("N", "I"), "weights[0]": _float("H", "I"), "biases[0]": _float("H"),
+                     "weights[1]": _float("O", "H"), "biases[1]": _float("O")},
+              lambda s: {"activation": "relu", "dropout": [(0.5, 7)]},
+              {"activation": [("tanh", ValueError), (None, ValueError)], "dropout": DROPOUT_SPEC}),
+    "mlp_backward": Op(_mlp_backward, {"grad_output": _act("N", "O"), "x": _act("N", "I"),
+                                       "weights[0]": _float("H", "I"), "weights[1]": _float("O", "H"),
+                                       "hidden[0]": _float("N", "H")},
+                       lambda s: {"activation": "relu", "dropout": [(0.5, 7)]},
+                       {"activation": [("tanh", ValueError)], "dropout": DROPOUT_SPEC}),
     "dropout": Op(K.dropout, {"x": _any(*XY)}, lambda s: {"p": 0.5, "seed": 7},
                   {"p": PROB, "seed": SEED}),
     "dropout_backward": Op(K.dropout_backward, {"grad_output": _any(*XY), "mask": Arg(XY, kind="mask")},
@@ -759,7 +786,7 @@ def _layer_case(spec, call, s, data, backend, kind, row, monkeypatch, run):
 
 # --- coverage of the tables, and 64-bit sizes in C -----------------------------------------------
 
-NOT_KERNELS = {"backends", "default_backend", "use_backend"}
+NOT_KERNELS = {"backends", "default_backend", "is_usable", "use_backend"}
 
 
 def test_every_public_kernel_and_layer_has_a_row():

@@ -112,6 +112,7 @@ def test_user_errors_are_reported(trained, tmp_path, monkeypatch, capsys):
     assert main(["eval", str(tmp_path / "nowhere"), "--backend", "numpy"]) == 1
     assert "pynn: error:" in capsys.readouterr().err
     monkeypatch.setattr(kernels, "backends", lambda: ["numpy"])
+    monkeypatch.setattr(kernels, "is_usable", lambda name: name == "numpy")
     with pytest.raises(SystemExit) as exc:
         main(["train", "--backend", "c"])
     assert exc.value.code == 2

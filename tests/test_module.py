@@ -349,3 +349,87 @@ def test_backward_without_input_grad_gives_the_same_parameter_gradients(name):
         grads.append([p.grad.copy() for p in model.parameters()])
     for full, skipped in zip(*grads):
         np.testing.assert_array_equal(full, skipped)
+
+
+def _layer_by_layer(model, x):
+    for m in model:
+        x = m(x)
+    return x
+
+
+def _seeded(build):
+    pynn.manual_seed(0)
+    return build()
+
+
+def _backward_layer_by_layer(model, g):
+    for m in reversed(list(model)):
+        g = m.backward(g)
+    return g
+
+
+FUSABLE = {
+    "mlp": lambda: pynn.models.mlp(),
+    "no_relu_no_flatten": lambda: pynn.Sequential(pynn.Linear(784, 5), pynn.Dropout(0.5), pynn.Linear(5, 3, bias=False)),
+    "one_linear": lambda: pynn.Sequential(pynn.Flatten(), pynn.Linear(784, 10)),
+    "relu_no_dropout": lambda: pynn.Sequential(pynn.Linear(784, 7), pynn.ReLU(), pynn.Linear(7, 3)),
+}
+NOT_FUSABLE = {
+    "sigmoid": lambda: pynn.Sequential(pynn.Linear(784, 5), pynn.Sigmoid(), pynn.Linear(5, 3)),
+    "trailing_relu": lambda: pynn.Sequential(pynn.Linear(784, 5), pynn.ReLU()),
+    "double_relu": lambda: pynn.Sequential(pynn.Linear(784, 5), pynn.ReLU(), pynn.ReLU(), pynn.Linear(5, 3)),
+    "mixed": lambda: pynn.Sequential(pynn.Linear(784, 5), pynn.ReLU(), pynn.Linear(5, 4), pynn.Linear(4, 3)),
+    "flatten_later": lambda: pynn.Sequential(pynn.Linear(28, 5), pynn.Flatten(), pynn.Linear(140, 3)),
+    "dropout_before_relu": lambda: pynn.Sequential(pynn.Linear(784, 5), pynn.Dropout(0.5), pynn.ReLU(), pynn.Linear(5, 3)),
+}
+FLAT_INPUT = ("no_relu_no_flatten", "relu_no_dropout", "sigmoid", "trailing_relu", "double_relu", "mixed",
+              "dropout_before_relu")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "c"])
+@pytest.mark.parametrize("name", sorted(FUSABLE) + sorted(NOT_FUSABLE))
+def test_dense_stacks_run_as_one_kernel_call_with_the_layers_results(name, backend, monkeypatch):
+    """A [Flatten] Linear [ReLU] [Dropout] ... Linear Sequential is one kernels.mlp call forward
+    and one kernels.mlp_backward call backward, in both modes, with the results of its layers run
+    one by one bit for bit (dropout masks, parameter gradients and the input gradient included);
+    other stacks run layer by layer. "dropout_before_relu" fuses in eval mode only."""
+    if backend not in kernels.backends():
+        pytest.skip(f"{backend} is not usable here")
+    build = {**FUSABLE, **NOT_FUSABLE}[name]
+    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    if name in FLAT_INPUT:
+        x = x.reshape(3, 784)
+    calls = []
+    for op in ("mlp", "mlp_backward"):
+        real = getattr(kernels, op)
+        monkeypatch.setattr(kernels, op, lambda *a, _real=real, _op=op, **k: calls.append(_op) or _real(*a, **k))
+    with kernels.use_backend(backend):
+        for training in (True, False):
+            fused, plain = (_seeded(build).train(training) for _ in range(2))
+            for _ in range(2):  # the second call draws new dropout masks
+                calls.clear()
+                y = fused(x)
+                g = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+                gx = fused.backward(g)
+                fuses = name in FUSABLE or (name == "dropout_before_relu" and not training)
+                assert calls == (["mlp", "mlp_backward"] if fuses else [])
+                np.testing.assert_array_equal(y, _layer_by_layer(plain, x))
+                np.testing.assert_array_equal(gx, _backward_layer_by_layer(plain, g))
+                for a, b in zip(fused.parameters(), plain.parameters()):
+                    np.testing.assert_array_equal(a.grad, b.grad)
+            assert fused.backward(g, input_grad=False) is None
+
+
+def test_eval_forward_of_the_mlp_is_one_kernel_call_per_image_batch(monkeypatch):
+    """A child switched to training mode alone stops the fusion (modes must agree)."""
+    pynn.manual_seed(0)
+    model = pynn.models.mlp().eval()
+    calls = []
+    real = kernels.mlp
+    monkeypatch.setattr(kernels, "mlp", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    model(x)
+    assert calls == [1]
+    model[0].train()
+    model(x)
+    assert calls == [1]

@@ -1,7 +1,11 @@
 """cffi wrappers of ``csrc/linear.c``. Inputs are checked float32 C-contiguous arrays."""
+import sys
+from functools import partial
+
 import numpy as np
 
-from kernels.c import lib, ptr
+from kernels import _mlp
+from kernels.c import activation, dropout, lib, ptr
 
 
 def matmul(a, b, trans_a, trans_b):
@@ -25,3 +29,9 @@ def sum_rows(g):
     out = np.empty(g.shape[1], np.float32)
     lib.pynn_sum_rows(ptr(g), ptr(out), g.shape[0], g.shape[1])
     return out
+
+
+# The dense stack: the C ops composed layer by layer (kernels._mlp); numba fuses it.
+_OPS = _mlp.op_table(sys.modules[__name__], activation, dropout)
+mlp = partial(_mlp.forward, _OPS)
+mlp_backward = partial(_mlp.backward, _OPS)

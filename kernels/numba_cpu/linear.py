@@ -2,13 +2,22 @@
 
 Both products run on the packed, register-blocked GEMM of ``kernels.numba_cpu.gemm`` (its
 docstrings give the design and the measured steps); transposed operands are handled by its
-packing, never copied.
+packing, never copied. The dense stack (``mlp``, ``mlp_backward``) fuses what the composition
+of ``kernels._mlp`` does per layer: bias, ReLU and the dropout mask in one pass over each GEMM
+output, and in the backward pass the mask recomputed from its seed; the results are those of
+the composition bit for bit (the same GEMM calls, the same arithmetic per element).
 """
+import functools
+
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from kernels import _memory
-from kernels.numba_cpu.gemm import gemm, gemm_into
+from kernels.numba_cpu.dropout import _kept
+from kernels.numba_cpu.gemm import SMALL_M, _dots_serial, gemm, gemm_into
+
+PARALLEL_ELEMENTS = 2**15  # below this an elementwise pass costs less than waking a thread
 
 
 def matmul(a, b, trans_a, trans_b):
@@ -23,6 +32,134 @@ def linear(x, weight, bias):
     y[...] = bias  # the GEMM accumulates onto the bias rows
     gemm_into(x, weight, False, True, y, accumulate=True)
     return y
+
+
+@njit(cache=True)
+def _finish_rows(y, relu, state, threshold, scale, r0, r1):
+    """Rows r0..r1 of a hidden layer's output, in place: ReLU as ``leaky_relu(v, 0)`` (NaN stays
+    NaN), then dropout as ``_dropout`` computes it, from the element's flat index."""
+    cols = y.shape[1]
+    for r in range(r0, r1):
+        for j in range(cols):
+            v = y[r, j]
+            if relu:
+                v = v if v > 0 else v * np.float32(0.0)
+            if threshold:
+                v = v * (scale if _kept(state, r * cols + j, threshold) else np.float32(0.0))
+            y[r, j] = v
+
+
+@njit(cache=True, parallel=True)
+def _finish_parallel(y, relu, state, threshold, scale, tasks):
+    for t in prange(tasks):
+        _finish_rows(y, relu, state, threshold, scale, y.shape[0] * t // tasks, y.shape[0] * (t + 1) // tasks)
+
+
+def _rowwise(serial, parallel, y, *args):
+    """Run a pass over the rows of ``y`` on one thread, or split by rows when it is large."""
+    tasks = _tasks(y.size)
+    if tasks > 1:
+        parallel(y, *args, tasks)
+    else:
+        serial(y, *args, 0, y.shape[0])
+
+
+def _tasks(elements):
+    """Threads for an elementwise pass over ``elements`` floats (the query costs about 1 us)."""
+    return numba.get_num_threads() if elements >= PARALLEL_ELEMENTS else 1
+
+
+@njit(cache=True)
+def _mlp_dots(x, weights, biases, relu, states, thresholds, scales):
+    """A stack on a few rows (``SMALL_M``: inference) in one compiled call, every product as dot
+    products and each output finished while still in cache. Serial, and the threaded GEMM is
+    never called from here: a cached function that calls a parallel one crashes when Numba
+    loads it back from its cache, and compiling the GEMM would cost a cold start seconds."""
+    h = x
+    hidden = []
+    for i in range(len(weights)):
+        y = np.empty((h.shape[0], weights[i].shape[0]), np.float32)
+        for r in range(y.shape[0]):
+            y[r] = biases[i]  # the products accumulate onto the bias rows, as linear does
+        _dots_serial(h, weights[i], y, True, 1)
+        if i < len(weights) - 1:
+            _finish_rows(y, relu, states[i], thresholds[i], scales[i], 0, y.shape[0])
+            hidden.append(y)
+        h = y
+    return h, hidden
+
+
+@functools.lru_cache(maxsize=16)
+def _dropout_arrays(dropout):
+    """Per layer (the last included, unused) the dropout states, thresholds and scales as arrays,
+    read-only; cached, as inference passes the same all-None tuple every call."""
+    arrays = tuple(np.array([d[k] if d else 0 for d in dropout] + [0], t)
+                   for k, t in enumerate((np.uint64, np.uint64, np.float32)))
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+def _hash_args(d):
+    """Dropout's (state, threshold, scale) as the kernels' types; threshold 0 for none."""
+    state, threshold, scale = d or (0, 0, 0.0)
+    return np.uint64(state), np.uint64(threshold), np.float32(scale)
+
+
+def mlp(x, weights, biases, relu, dropout):
+    biases = tuple(np.zeros(w.shape[0], np.float32) if b is None else b for w, b in zip(weights, biases))
+    rows = x.shape[0]
+    if rows <= SMALL_M:
+        y, hidden = _mlp_dots(x, weights, biases, relu, *_dropout_arrays(dropout))
+        return y, tuple(hidden)
+    h, hidden = x, []
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        y = _memory.empty((rows, w.shape[0]))
+        y[...] = b
+        gemm_into(h, w, False, True, y, accumulate=True)
+        if i < len(weights) - 1:
+            _rowwise(_finish_rows, _finish_parallel, y, relu, *_hash_args(dropout[i]))
+            hidden.append(y)
+        h = y
+    return h, tuple(hidden)
+
+
+@njit(cache=True)
+def _grad_hidden_rows(g, h, relu, state, threshold, scale, r0, r1):
+    """Rows r0..r1, in place: g becomes the gradient at the GEMM output of a hidden layer whose
+    finished output is h, through dropout (the same mask, from the seed) and ReLU (where h > 0),
+    as ``dropout_backward`` then ``leaky_relu_backward(g, h, 0)`` compute it."""
+    cols = g.shape[1]
+    for r in range(r0, r1):
+        for j in range(cols):
+            v = g[r, j]
+            if threshold:
+                v = v * (scale if _kept(state, r * cols + j, threshold) else np.float32(0.0))
+            if relu:
+                v = v if h[r, j] > 0 else v * np.float32(0.0)
+            g[r, j] = v
+
+
+@njit(cache=True, parallel=True)
+def _grad_hidden_parallel(g, h, relu, state, threshold, scale, tasks):
+    for t in prange(tasks):
+        _grad_hidden_rows(g, h, relu, state, threshold, scale, g.shape[0] * t // tasks, g.shape[0] * (t + 1) // tasks)
+
+
+def mlp_backward(g, x, weights, hidden, relu, dropout, input_grad):
+    inputs = (x,) + hidden
+    layers = len(weights)
+    grad_w, grad_b, grad_x = [None] * layers, [None] * layers, None
+    grad_b[-1] = sum_rows(g)
+    for i in range(layers - 1, -1, -1):
+        grad_w[i] = gemm(g, inputs[i], True, False)
+        if i == 0:
+            grad_x = gemm(g, weights[0], False, False) if input_grad else None
+            break
+        g = gemm(g, weights[i], False, False)
+        _rowwise(_grad_hidden_rows, _grad_hidden_parallel, g, hidden[i - 1], relu, *_hash_args(dropout[i - 1]))
+        grad_b[i - 1] = sum_rows(g)
+    return grad_x, tuple(grad_w), tuple(grad_b)
 
 
 @njit(cache=True, fastmath=True)

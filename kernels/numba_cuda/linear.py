@@ -5,11 +5,13 @@ Each block computes a TILE x TILE tile of c, stepping along k through tiles of o
 staged in shared memory; out-of-range elements load as zero so any size works.
 """
 import math
+import sys
 
 import numpy as np
 from numba import cuda, float32
 
-from kernels.numba_cuda import _launch
+from kernels import _mlp
+from kernels.numba_cuda import _launch, activation, dropout
 from kernels.numba_cuda._launch import result, to_device
 
 _T = 16  # compile-time tile edge: shared arrays need a constant size
@@ -84,6 +86,25 @@ def sum_rows(g):
     out = cuda.device_array(g.shape[1], np.float32)
     _sum_rows[_launch.blocks(g.shape[1]), _launch.THREADS](g, out)
     return result(out, on_host)
+
+# The dense stack: the CUDA ops composed layer by layer (kernels._mlp), on device arrays
+# throughout, with one copy in and out for host inputs.
+_OPS = _mlp.op_table(sys.modules[__name__], activation, dropout)
+
+
+def mlp(x, weights, biases, relu, drops):
+    (x, *weights), on_host = to_device(x, *weights)
+    y, hidden = _mlp.forward(_OPS, x, weights, to_device(*biases)[0], relu, drops)
+    return result(y, on_host), tuple(result(h, on_host) for h in hidden)
+
+
+def mlp_backward(g, x, weights, hidden, relu, drops, input_grad):
+    (g, x, *arrays), on_host = to_device(g, x, *weights, *hidden)
+    weights, hidden = arrays[:len(weights)], arrays[len(weights):]
+    gx, gw, gb = _mlp.backward(_OPS, g, x, weights, hidden, relu, drops, input_grad)
+    return (None if gx is None else result(gx, on_host)), tuple(result(a, on_host) for a in gw), \
+        tuple(result(a, on_host) for a in gb)
+
 
 # Argument types of every kernel in this module, compiled for sm_90 by tests/test_cuda_ptx.py.
 SIGNATURES = {

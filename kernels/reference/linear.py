@@ -1,5 +1,12 @@
 """NumPy reference (the specification) of the dense products. Shapes as in ``kernels.linear``."""
+import sys
+from functools import partial
+
 import numpy as np
+
+from kernels import _mlp
+from kernels.reference import activation, dropout
+
 
 
 def matmul(a, b, trans_a, trans_b):
@@ -18,3 +25,9 @@ def linear(x, weight, bias):
 def sum_rows(g):
     """(N, F) -> (F,): the bias gradient, summed in the input dtype."""
     return g.sum(axis=0)
+
+
+# The dense stack is the layer-by-layer composition of the ops above (kernels._mlp).
+_OPS = _mlp.op_table(sys.modules[__name__], activation, dropout)
+mlp = partial(_mlp.forward, _OPS)
+mlp_backward = partial(_mlp.backward, _OPS)
