@@ -13,6 +13,8 @@ exactly where the ReLU's input was; a dropped one has no gradient either way.
 """
 from types import SimpleNamespace
 
+import numpy as np
+
 
 def _flat(fn, a, *args):
     """Run a backend's elementwise op (1-D arrays) on a 2-D array."""
@@ -33,12 +35,17 @@ def forward(ops, x, weights, biases, relu, dropout):
     return h, tuple(hidden)
 
 
-def backward(ops, g, x, weights, hidden, relu, dropout, input_grad):
-    """Returns ``(grad_x or None, grad_weights, grad_biases)``."""
+def backward(ops, g, x, weights, hidden, relu, dropout, input_grad, accumulate=None):
+    """Returns ``(grad_x or None, grad_weights, grad_biases)``; with ``accumulate`` (host arrays)
+    the weight gradients are added into those and they are returned."""
     inputs = (x,) + tuple(hidden)
     grad_w, grad_b, grad_x = [None] * len(weights), [None] * len(weights), None
     for i in range(len(weights) - 1, -1, -1):
         grad_w[i] = ops.matmul(g, inputs[i], True, False)
+        if accumulate is not None:
+            target = accumulate[i]
+            target += grad_w[i] if isinstance(grad_w[i], np.ndarray) else grad_w[i].copy_to_host()
+            grad_w[i] = target
         grad_b[i] = ops.sum_rows(g)
         if i == 0:
             grad_x = ops.matmul(g, weights[0], False, False) if input_grad else None

@@ -10,9 +10,11 @@ in PyTorch; nothing checks for them.
 """
 from __future__ import annotations
 
-from kernels import _checks as ck
 from functools import partial
 
+import numpy as np
+
+from kernels import _checks as ck
 from kernels._dispatch import implementation, resolve
 from kernels.dropout import hash_params
 
@@ -146,15 +148,34 @@ def mlp(x, weights, biases=None, *, activation: str = "relu", dropout=None, retu
     return (y, hidden) if return_hidden else y
 
 
+def _accumulators(grad_weights, weights):
+    """Check the arrays ``mlp_backward`` adds the weight gradients into."""
+    if not isinstance(grad_weights, (list, tuple)):
+        raise TypeError(f"grad_weights must be None or a list or tuple of arrays, got {type(grad_weights).__name__}")
+    if len(grad_weights) != len(weights):
+        raise ValueError(f"grad_weights has {len(grad_weights)} arrays for {len(weights)} weights")
+    out = []
+    for i, (a, w) in enumerate(zip(grad_weights, weights)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"grad_weights[{i}] must be a numpy.ndarray (host memory), got {type(a).__name__}")
+        a = ck.float_array(a, f"grad_weights[{i}]", "numpy", shape=tuple(w.shape), dtype=w.dtype, like=f"weights[{i}]")
+        if not a.flags.writeable:
+            raise ValueError(f"grad_weights[{i}] is read-only; the gradients are added into it in place")
+        out.append(a)
+    return tuple(out)
+
+
 def mlp_backward(grad_output, x, weights, hidden, *, activation: str = "relu", dropout=None,
-                 input_grad: bool = True, backend: str | None = None):
+                 input_grad: bool = True, grad_weights=None, backend: str | None = None):
     """Gradients of ``mlp``: returns ``(grad_x, grad_weights, grad_biases)``.
 
     grad_output: (*, out_{L-1}); x, weights, activation and dropout as passed to ``mlp``;
     hidden: the tuple ``mlp(..., return_hidden=True)`` returned. grad_weights and grad_biases are
     tuples of L arrays, (out_i, in_i) and (out_i,) (the latter is the gradient a bias would get,
     whether or not the layer has one); grad_x has x's shape, or is None, and not computed, when
-    ``input_grad`` is False. Backpropagation layer by layer (Rumelhart, Hinton & Williams 1986):
+    ``input_grad`` is False. ``grad_weights``, when given, is a list of L writable host arrays,
+    (out_i, in_i), float32 (float64 on ``numpy``): the weight gradients are added into them in
+    place, as autograd accumulates into ``.grad``, saving a pass over each, and returned. Backpropagation layer by layer (Rumelhart, Hinton & Williams 1986):
     through dropout by the same mask, recomputed from its seed; through ReLU where the hidden
     output is positive (where the ReLU's input was, for a kept element); then the three GEMMs of
     ``linear_backward``. Equal, bit for bit on each backend, to those ops called layer by layer.
@@ -173,8 +194,10 @@ def mlp_backward(grad_output, x, weights, hidden, *, activation: str = "relu", d
                    for i, (h, w) in enumerate(zip(hidden, ws)))
     out_shape = tuple(x.shape[:-1]) + (ws[-1].shape[0],)
     g = ck.float_array(grad_output, "grad_output", be, shape=out_shape, dtype=x.dtype, like="the output of mlp")
+    if grad_weights is not None:
+        grad_weights = _accumulators(grad_weights, ws)
     gx, gws, gbs = _impl("mlp_backward", be)(g.reshape(rows, -1), x2, ws, hidden, activation == "relu", drops,
-                                              bool(input_grad))
+                                              bool(input_grad), grad_weights)
     return (None if gx is None else gx.reshape(x.shape)), gws, gbs
 
 

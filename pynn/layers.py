@@ -283,10 +283,10 @@ class DenseStack:
         if self._saved is None:
             raise RuntimeError("Sequential.backward called before forward")
         shape, xs, weights, hidden, dropout = self._saved
-        gx, gws, gbs = kernels.mlp_backward(grad_output, xs, weights, hidden, activation=self.activation,
-                                            dropout=dropout, input_grad=input_grad)
-        for m, gw, gb in zip(self.linears, gws, gbs):
-            m.weight.grad += gw
+        gx, _, gbs = kernels.mlp_backward(grad_output, xs, weights, hidden, activation=self.activation,
+                                          dropout=dropout, input_grad=input_grad,
+                                          grad_weights=[m.weight.grad for m in self.linears])
+        for m, gb in zip(self.linears, gbs):
             if m.bias is not None:
                 m.bias.grad += gb
         if not input_grad:

@@ -1,5 +1,7 @@
 """Dense products: every backend against the NumPy reference, the reference against PyTorch,
 the backward against finite differences, and bad calls against clear errors."""
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -163,3 +165,38 @@ def test_mlp_backward_equals_finite_differences():
     for k, got in enumerate([gx, gws[0], gbs[0], gws[1], gbs[1]]):
         want = numeric_grad(lambda a: loss(*args[:k], a, *args[k + 1:]), args[k])
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mlp_backward_adds_weight_gradients_into_given_arrays(backend):
+    rng = np.random.default_rng(9)
+    x, weights = f32(rng, 5, 4), [f32(rng, 3, 4), f32(rng, 2, 3)]
+    y, hidden = kernels.mlp(x, weights, dropout=[(0.3, 4)], return_hidden=True, backend=backend)
+    g = f32(rng, 5, 2)
+    args = (g, x, weights, [host(h) for h in hidden])
+    _, fresh, _ = kernels.mlp_backward(*args, dropout=[(0.3, 4)], backend=backend)
+    start = [f32(rng, *w.shape) for w in weights]
+    into = [a.copy() for a in start]
+    _, got, _ = kernels.mlp_backward(*args, dropout=[(0.3, 4)], grad_weights=into, backend=backend)
+    for a, b, s, f in zip(got, into, start, fresh):
+        assert a is b
+        np.testing.assert_allclose(b, s + host(f), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, exc, name", [
+    ([np.zeros((3, 4), np.float32)], ValueError, "grad_weights"),
+    ([np.zeros((3, 4), np.float32), np.zeros((3, 2), np.float32)], ValueError, "grad_weights[1]"),
+    ([np.zeros((3, 4), np.float32), np.zeros((2, 3), np.float64)], TypeError, "grad_weights[1]"),
+    ([np.zeros((3, 4), np.float32), [[0.0] * 3] * 2], TypeError, "grad_weights[1]"),
+    ("ab", TypeError, "grad_weights"),
+    ("read-only", ValueError, "grad_weights[0]"),
+])
+def test_mlp_backward_refuses_bad_gradient_targets(bad, exc, name):
+    rng = np.random.default_rng(10)
+    x, weights = f32(rng, 5, 4), [f32(rng, 3, 4), f32(rng, 2, 3)]
+    _, hidden = kernels.mlp(x, weights, return_hidden=True, backend="numpy")
+    if bad == "read-only":
+        bad = [np.zeros((3, 4), np.float32), np.zeros((2, 3), np.float32)]
+        bad[0].flags.writeable = False
+    with pytest.raises(exc, match=re.escape(name)):
+        kernels.mlp_backward(f32(rng, 5, 2), x, weights, hidden, grad_weights=bad, backend="numpy")

@@ -146,13 +146,17 @@ def _grad_hidden_parallel(g, h, relu, state, threshold, scale, tasks):
         _grad_hidden_rows(g, h, relu, state, threshold, scale, g.shape[0] * t // tasks, g.shape[0] * (t + 1) // tasks)
 
 
-def mlp_backward(g, x, weights, hidden, relu, dropout, input_grad):
+def mlp_backward(g, x, weights, hidden, relu, dropout, input_grad, accumulate):
     inputs = (x,) + hidden
     layers = len(weights)
     grad_w, grad_b, grad_x = [None] * layers, [None] * layers, None
     grad_b[-1] = sum_rows(g)
     for i in range(layers - 1, -1, -1):
-        grad_w[i] = gemm(g, inputs[i], True, False)
+        if accumulate is None:
+            grad_w[i] = gemm(g, inputs[i], True, False)
+        else:  # the GEMM adds into the layer's gradient: no new array, no second pass
+            gemm_into(g, inputs[i], True, False, accumulate[i], accumulate=True)
+            grad_w[i] = accumulate[i]
         if i == 0:
             grad_x = gemm(g, weights[0], False, False) if input_grad else None
             break

@@ -98,11 +98,11 @@ def mlp(x, weights, biases, relu, drops):
     return result(y, on_host), tuple(result(h, on_host) for h in hidden)
 
 
-def mlp_backward(g, x, weights, hidden, relu, drops, input_grad):
+def mlp_backward(g, x, weights, hidden, relu, drops, input_grad, accumulate):
     (g, x, *arrays), on_host = to_device(g, x, *weights, *hidden)
     weights, hidden = arrays[:len(weights)], arrays[len(weights):]
-    gx, gw, gb = _mlp.backward(_OPS, g, x, weights, hidden, relu, drops, input_grad)
-    return (None if gx is None else result(gx, on_host)), tuple(result(a, on_host) for a in gw), \
+    gx, gw, gb = _mlp.backward(_OPS, g, x, weights, hidden, relu, drops, input_grad, accumulate)
+    return (None if gx is None else result(gx, on_host)), tuple(a if accumulate else result(a, on_host) for a in gw), \
         tuple(result(a, on_host) for a in gb)
 
 
