@@ -175,13 +175,16 @@ def mlp_backward(grad_output, x, weights, hidden, *, activation: str = "relu", d
     whether or not the layer has one); grad_x has x's shape, or is None, and not computed, when
     ``input_grad`` is False. ``grad_weights``, when given, is a list of L writable host arrays,
     (out_i, in_i), float32 (float64 on ``numpy``): the weight gradients are added into them in
-    place, as autograd accumulates into ``.grad``, saving a pass over each, and returned. Backpropagation layer by layer (Rumelhart, Hinton & Williams 1986):
-    through dropout by the same mask, recomputed from its seed; through ReLU where the hidden
-    output is positive (where the ReLU's input was, for a kept element); then the three GEMMs of
-    ``linear_backward``. Equal, bit for bit on each backend, to those ops called layer by layer.
+    place, as autograd accumulates into ``.grad``, saving a pass over each, and returned.
 
-    Raises TypeError and ValueError as ``mlp`` does, and ValueError when hidden does not hold
-    L - 1 arrays of shape (rows, out_i) or grad_output does not match the output.
+    Backpropagation layer by layer (Rumelhart, Hinton & Williams 1986): through dropout by the
+    same mask, recomputed from its seed; through ReLU where the hidden output is positive (where
+    the ReLU's input was, for a kept element); then the three GEMMs of ``linear_backward``.
+    Equal, bit for bit on each backend, to those ops called layer by layer.
+
+    Raises TypeError and ValueError as ``mlp`` does; ValueError when hidden does not hold L - 1
+    arrays of shape (rows, out_i) or grad_output does not match the output; and for
+    ``grad_weights`` TypeError (not host arrays, dtype) or ValueError (count, shape, read-only).
     """
     be = resolve(backend, grad_output, x, *weights) if isinstance(weights, (list, tuple)) else resolve(backend, x)
     x, x2, ws, _, drops = _stack(be, x, weights, None, activation, dropout)

@@ -307,7 +307,8 @@ def main(argv=None) -> int:
             _resolve_train_args(args)
         # Only the chosen backend is imported: start-up never pays for the others.
         if not kernels.is_usable(args.backend):
-            parser.error(f"backend {args.backend!r} is not usable here; usable backends: {', '.join(kernels.backends())}")
+            usable = ", ".join(kernels.backends())
+            parser.error(f"backend {args.backend!r} is not usable here; usable backends: {usable}")
         with kernels.use_backend(args.backend):
             return args.run(args)
     except BrokenPipeError:

@@ -188,7 +188,8 @@ class Dropout(Module):
 
     A base seed is drawn from ``pynn.random`` at construction; the k-th training forward uses
     the k-th output of splitmix64 (Steele, Lea & Flood 2014) seeded with it as the kernel seed,
-    so masks differ between calls yet a seeded run repeats exactly on every backend. Raises ValueError for p outside [0, 1].
+    so masks differ between calls yet a seeded run repeats exactly on every backend. Raises
+    ValueError for p outside [0, 1].
     """
 
     _hyper = ("p",)

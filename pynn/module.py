@@ -271,7 +271,8 @@ class Sequential(Module):
     Supports ``len``, iteration, integer indexing and slicing (a new Sequential sharing the
     modules). Children that form a dense stack, [Flatten] Linear [ReLU] [Dropout] ... Linear
     (``pynn.layers.dense_stack``), run as one ``kernels.mlp`` call forward and one
-    ``kernels.mlp_backward`` call backward, with the layers' results bit for bit. ``backward`` runs the children's backward passes in reverse order; with
+    ``kernels.mlp_backward`` call backward, with the layers' results bit for bit. Otherwise
+    ``backward`` runs the children's backward passes in reverse order; with
     ``input_grad=False`` (``fit`` passes it: the input is data) it stops at the first child with
     parameters, which computes only their gradients, and returns None.
     """
@@ -303,18 +304,17 @@ class Sequential(Module):
         # The plan depends on the children and their modes only: rebuilt when one changes.
         key = tuple((id(m), m.training) for m in self._modules.values())
         if self.__dict__.get("_stack_key") != key:
-            self.__dict__.update(_stack_key=key, _plan=dense_stack(self))
-        stack = self.__dict__["_stack"] = self._plan  # state, not a child: no registration
-        if stack is not None:
-            return stack.forward(x)
+            self.__dict__.update(_stack_key=key, _plan=dense_stack(self))  # state, not children
+        if self._plan is not None:
+            return self._plan.forward(x)
         for m in self:
             x = m(x)
         return x
 
     def backward(self, grad_output, input_grad: bool = True):
-        stack = self.__dict__.get("_stack")
-        if stack is not None:
-            return stack.backward(grad_output, input_grad)
+        plan = self.__dict__.get("_plan")
+        if plan is not None:
+            return plan.backward(grad_output, input_grad)
         layers = list(self)
         first = 0
         if not input_grad:  # layers before the first with parameters would only carry dx: skip them

@@ -370,7 +370,8 @@ def _backward_layer_by_layer(model, g):
 
 FUSABLE = {
     "mlp": lambda: pynn.models.mlp(),
-    "no_relu_no_flatten": lambda: pynn.Sequential(pynn.Linear(784, 5), pynn.Dropout(0.5), pynn.Linear(5, 3, bias=False)),
+    "no_relu_no_flatten": lambda: pynn.Sequential(pynn.Linear(784, 5), pynn.Dropout(0.5),
+                                                  pynn.Linear(5, 3, bias=False)),
     "one_linear": lambda: pynn.Sequential(pynn.Flatten(), pynn.Linear(784, 10)),
     "relu_no_dropout": lambda: pynn.Sequential(pynn.Linear(784, 7), pynn.ReLU(), pynn.Linear(7, 3)),
 }
@@ -380,7 +381,8 @@ NOT_FUSABLE = {
     "double_relu": lambda: pynn.Sequential(pynn.Linear(784, 5), pynn.ReLU(), pynn.ReLU(), pynn.Linear(5, 3)),
     "mixed": lambda: pynn.Sequential(pynn.Linear(784, 5), pynn.ReLU(), pynn.Linear(5, 4), pynn.Linear(4, 3)),
     "flatten_later": lambda: pynn.Sequential(pynn.Linear(28, 5), pynn.Flatten(), pynn.Linear(140, 3)),
-    "dropout_before_relu": lambda: pynn.Sequential(pynn.Linear(784, 5), pynn.Dropout(0.5), pynn.ReLU(), pynn.Linear(5, 3)),
+    "dropout_before_relu": lambda: pynn.Sequential(pynn.Linear(784, 5), pynn.Dropout(0.5), pynn.ReLU(),
+                                                   pynn.Linear(5, 3)),
 }
 FLAT_INPUT = ("no_relu_no_flatten", "relu_no_dropout", "sigmoid", "trailing_relu", "double_relu", "mixed",
               "dropout_before_relu")

@@ -35,33 +35,42 @@ def linear(x, weight, bias):
 
 
 @njit(cache=True)
-def _finish_rows(y, relu, state, threshold, scale, r0, r1):
-    """Rows r0..r1 of a hidden layer's output, in place: ReLU as ``leaky_relu(v, 0)`` (NaN stays
-    NaN), then dropout as ``_dropout`` computes it, from the element's flat index."""
+def _mask_rows(y, h, relu, state, threshold, scale, forward, r0, r1):
+    """Rows r0..r1 of a hidden layer, in place, element by element as the unfused ops compute it.
+
+    Forward (``h`` is ``y``, the GEMM output with its bias): ReLU as ``leaky_relu(v, 0)`` (NaN
+    stays NaN), then dropout as ``_dropout`` does, the mask hashed from the element's flat index.
+    Backward (``y`` the gradient at the layer's output, ``h`` its finished output): through
+    dropout by the same mask, then ReLU's gradient where h > 0, as ``dropout_backward`` then
+    ``leaky_relu_backward(g, h, 0)`` give it.
+    """
     cols = y.shape[1]
     for r in range(r0, r1):
         for j in range(cols):
             v = y[r, j]
-            if relu:
+            if relu and forward:
                 v = v if v > 0 else v * np.float32(0.0)
             if threshold:
                 v = v * (scale if _kept(state, r * cols + j, threshold) else np.float32(0.0))
+            if relu and not forward:
+                v = v if h[r, j] > 0 else v * np.float32(0.0)
             y[r, j] = v
 
 
 @njit(cache=True, parallel=True)
-def _finish_parallel(y, relu, state, threshold, scale, tasks):
+def _mask_parallel(y, h, relu, state, threshold, scale, forward, tasks):
     for t in prange(tasks):
-        _finish_rows(y, relu, state, threshold, scale, y.shape[0] * t // tasks, y.shape[0] * (t + 1) // tasks)
+        _mask_rows(y, h, relu, state, threshold, scale, forward, y.shape[0] * t // tasks, y.shape[0] * (t + 1) // tasks)
 
 
-def _rowwise(serial, parallel, y, *args):
-    """Run a pass over the rows of ``y`` on one thread, or split by rows when it is large."""
+def _mask(y, h, relu, dropout, forward):
+    """``_mask_rows`` over all of ``y`` on one thread, or split by rows when it is large."""
+    args = (y, h, relu, *_hash_args(dropout), forward)
     tasks = _tasks(y.size)
     if tasks > 1:
-        parallel(y, *args, tasks)
+        _mask_parallel(*args, tasks)
     else:
-        serial(y, *args, 0, y.shape[0])
+        _mask_rows(*args, 0, y.shape[0])
 
 
 def _tasks(elements):
@@ -83,7 +92,7 @@ def _mlp_dots(x, weights, biases, relu, states, thresholds, scales):
             y[r] = biases[i]  # the products accumulate onto the bias rows, as linear does
         _dots_serial(h, weights[i], y, True, 1)
         if i < len(weights) - 1:
-            _finish_rows(y, relu, states[i], thresholds[i], scales[i], 0, y.shape[0])
+            _mask_rows(y, y, relu, states[i], thresholds[i], scales[i], True, 0, y.shape[0])
             hidden.append(y)
         h = y
     return h, hidden
@@ -118,32 +127,10 @@ def mlp(x, weights, biases, relu, dropout):
         y[...] = b
         gemm_into(h, w, False, True, y, accumulate=True)
         if i < len(weights) - 1:
-            _rowwise(_finish_rows, _finish_parallel, y, relu, *_hash_args(dropout[i]))
+            _mask(y, y, relu, dropout[i], True)
             hidden.append(y)
         h = y
     return h, tuple(hidden)
-
-
-@njit(cache=True)
-def _grad_hidden_rows(g, h, relu, state, threshold, scale, r0, r1):
-    """Rows r0..r1, in place: g becomes the gradient at the GEMM output of a hidden layer whose
-    finished output is h, through dropout (the same mask, from the seed) and ReLU (where h > 0),
-    as ``dropout_backward`` then ``leaky_relu_backward(g, h, 0)`` compute it."""
-    cols = g.shape[1]
-    for r in range(r0, r1):
-        for j in range(cols):
-            v = g[r, j]
-            if threshold:
-                v = v * (scale if _kept(state, r * cols + j, threshold) else np.float32(0.0))
-            if relu:
-                v = v if h[r, j] > 0 else v * np.float32(0.0)
-            g[r, j] = v
-
-
-@njit(cache=True, parallel=True)
-def _grad_hidden_parallel(g, h, relu, state, threshold, scale, tasks):
-    for t in prange(tasks):
-        _grad_hidden_rows(g, h, relu, state, threshold, scale, g.shape[0] * t // tasks, g.shape[0] * (t + 1) // tasks)
 
 
 def mlp_backward(g, x, weights, hidden, relu, dropout, input_grad, accumulate):
@@ -161,7 +148,7 @@ def mlp_backward(g, x, weights, hidden, relu, dropout, input_grad, accumulate):
             grad_x = gemm(g, weights[0], False, False) if input_grad else None
             break
         g = gemm(g, weights[i], False, False)
-        _rowwise(_grad_hidden_rows, _grad_hidden_parallel, g, hidden[i - 1], relu, *_hash_args(dropout[i - 1]))
+        _mask(g, hidden[i - 1], relu, dropout[i - 1], False)
         grad_b[i - 1] = sum_rows(g)
     return grad_x, tuple(grad_w), tuple(grad_b)
 
