@@ -2,14 +2,13 @@
 
 Run: ``python -m pytest benchmarks --benchmark-group-by=group`` (every backend of one op and
 shape lands in one group, so pytest-benchmark prints them side by side with ratios).
+
+Every contender runs with its libraries' default threading settings, as a user gets them; set
+``OMP_WAIT_POLICY`` or the thread counts in the environment to measure others. Contenders share
+one process, so none may leave process-wide state that slows the next: Numba's OpenMP layer
+switched nesting on, which made PyTorch run 3x slower after pynn until ``kernels.numba_cpu``
+switched it back off (``tests/test_startup.py`` checks that it stays off).
 """
-import os
-
-# Numba's parallel kernels, the C kernels and PyTorch each bring an OpenMP runtime whose idle
-# threads spin by default; on two cores a spinning pool from one contender slowed the next one
-# measured in the same run by up to 3.5x. Passive waiting lets side-by-side timings be fair.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import numpy as np
 import pytest
 

@@ -271,8 +271,10 @@ class Sequential(Module):
     Supports ``len``, iteration, integer indexing and slicing (a new Sequential sharing the
     modules). Children that form a dense stack, [Flatten] Linear [ReLU] [Dropout] ... Linear
     (``pynn.layers.dense_stack``), run as one ``kernels.mlp`` call forward and one
-    ``kernels.mlp_backward`` call backward, with the layers' results bit for bit. Otherwise
-    ``backward`` runs the children's backward passes in reverse order; with
+    ``kernels.mlp_backward`` call backward, with the layers' results bit for bit. Otherwise the
+    children run in order, except that a ReLU followed by a MaxPool2d runs after it
+    (``pynn.conv.pool_before_relu``: the same values, with ReLU on a quarter of the cells), and
+    ``backward`` runs their backward passes in reverse; with
     ``input_grad=False`` (``fit`` passes it: the input is data) it stops at the first child with
     parameters, which computes only their gradients, and returns None.
     """
@@ -299,15 +301,16 @@ class Sequential(Module):
         return Sequential(*mods[index]) if isinstance(index, slice) else mods[index]
 
     def forward(self, x):
-        from pynn.layers import dense_stack  # pynn.layers builds on this module
+        from pynn.conv import pool_before_relu  # both build on this module
+        from pynn.layers import dense_stack
 
         # The plan depends on the children and their modes only: rebuilt when one changes.
         key = tuple((id(m), m.training) for m in self._modules.values())
-        if self.__dict__.get("_stack_key") != key:
-            self.__dict__.update(_stack_key=key, _plan=dense_stack(self))  # state, not children
+        if self.__dict__.get("_stack_key") != key:  # state, not children
+            self.__dict__.update(_stack_key=key, _plan=dense_stack(self), _order=pool_before_relu(list(self)))
         if self._plan is not None:
             return self._plan.forward(x)
-        for m in self:
+        for m in self._order:
             x = m(x)
         return x
 
@@ -315,7 +318,7 @@ class Sequential(Module):
         plan = self.__dict__.get("_plan")
         if plan is not None:
             return plan.backward(grad_output, input_grad)
-        layers = list(self)
+        layers = self.__dict__.get("_order") or list(self)
         first = 0
         if not input_grad:  # layers before the first with parameters would only carry dx: skip them
             first = next((i for i, m in enumerate(layers) if next(m.parameters(), None) is not None), len(layers))

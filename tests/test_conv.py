@@ -113,6 +113,10 @@ CNN_LIKE = {
     "grouped": ((2, 8, 9, 9), (16, 4, 3, 3), dict(padding=(1, 0), groups=2)),
     "depthwise": ((2, 6, 9, 9), (6, 1, 3, 3), dict(padding=1, groups=6)),
     "dilated": ((1, 3, 13, 13), (5, 3, 5, 3), dict(padding=2, dilation=2)),
+    # Direct loops by output rows: 34 outputs (8 blocks of 4, then 2 single channels), an odd
+    # width (the last 8-position vector overlaps), enough work for every thread; a row stride.
+    "one-channel wide": ((4, 1, 29, 29), (34, 1, 3, 3), dict(padding=1)),
+    "depthwise row-strided": ((2, 6, 17, 12), (12, 1, 3, 3), dict(padding=1, groups=6, stride=(2, 1))),
     # More taps (576) than one K slice of the GEMM, 70 outputs (12 row blocks, the last partial),
     # and more samples than threads.
     "deep": ((5, 64, 7, 9), (70, 64, 3, 3), dict(padding=1)),

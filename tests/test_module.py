@@ -435,3 +435,31 @@ def test_eval_forward_of_the_mlp_is_one_kernel_call_per_image_batch(monkeypatch)
     model[0].train()
     model(x)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "c"])
+def test_max_pool_runs_before_relu_with_the_layers_results(backend, monkeypatch):
+    """ReLU then MaxPool2d run as MaxPool2d then ReLU (on the pooled cells only) with the values
+    and gradients of the declared order: windows all negative, tied, mixed, and padded ones."""
+    if backend not in kernels.backends():
+        pytest.skip(f"{backend} is not usable here")
+    build = lambda: pynn.Sequential(  # noqa: E731
+        pynn.Conv2d(2, 3, 3, padding=1), pynn.ReLU(), pynn.MaxPool2d(2),
+        pynn.ReLU(), pynn.MaxPool2d(3, stride=2, padding=1), pynn.Flatten(), pynn.Linear(12, 4),
+    )
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 2, 9, 9)).astype(np.float32)
+    x[0, :, :4, :4] = -1.0  # all-negative windows, and ties among equal cells
+    relu_sizes = []
+    real = kernels.relu
+    monkeypatch.setattr(kernels, "relu", lambda v, **k: relu_sizes.append(v.size) or real(v, **k))
+    with kernels.use_backend(backend):
+        fused, plain = _seeded(build), _seeded(build)
+        y = fused(x)
+        assert relu_sizes == [2 * 3 * 4 * 4, 2 * 3 * 2 * 2]  # after each pooling, not before
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        gx = fused.backward(g)
+        np.testing.assert_array_equal(y, _layer_by_layer(plain, x))
+        np.testing.assert_array_equal(gx, _backward_layer_by_layer(plain, g))
+        for a, b in zip(fused.parameters(), plain.parameters()):
+            np.testing.assert_array_equal(a.grad, b.grad)

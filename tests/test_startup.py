@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import kernels
 import pynn
 from pynn.models import MODELS
 
@@ -88,3 +89,23 @@ def test_public_names_are_the_submodules_objects():
         assert home.startswith("pynn."), (name, home)
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         pynn.no_such_name  # noqa: B018
+
+
+def test_numba_backend_leaves_openmp_nesting_off():
+    # Numba's OpenMP layer switches nesting on when it starts its threads; any other OpenMP
+    # library in the process (PyTorch, MKL) would then run nested teams on too few cores.
+    if not kernels.is_usable("numba"):
+        pytest.skip("numba is not installed")
+    code = ("import ctypes, numpy as np, kernels\n"
+            "a = np.ones((256, 256), np.float32)\n"
+            "kernels.matmul(a, a, backend='numba')\n"
+            "import numba\nfrom numba.np.ufunc import omppool\n"
+            "print(numba.threading_layer(), ctypes.CDLL(omppool.__file__).omp_get_max_active_levels())")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    layer, levels = done.stdout.split()[-2:]
+    if layer != "omp":
+        pytest.skip(f"numba runs the {layer} threading layer, not OpenMP")
+    assert levels == "1"

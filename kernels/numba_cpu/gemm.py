@@ -17,7 +17,7 @@ serves the four transpose cases: ``X[i, p] = x[i*xsi + p*xsp]`` (op(a)),
 Figures in the docstrings: GFLOP/s with 2 threads / 1 thread at n=1024 and on the MLP forward
 shape (64x784)@(784x256)^T, medians of ``benchmarks/test_gemm.py`` runs on the development
 machine (2-core AMD EPYC that LLVM reports as znver3: AVX2 + FMA, no AVX-512), where NumPy's
-OpenBLAS made 152 / 90 and 123 / 70 in the same runs. The benchmarks set OMP_WAIT_POLICY=PASSIVE,
+OpenBLAS made 152 / 90 and 123 / 70 in the same runs. Those runs set OMP_WAIT_POLICY=PASSIVE,
 which costs every parallel region a thread wake-up (about 14 us here); the machine is shared,
 so figures are good to 10-20%.
 """
